@@ -7,12 +7,12 @@ CLI and the domain packages can import ``app.settings`` without loading Celery.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from celery import Celery, signals
 from kombu import Queue
 
+from app import embedded_broker
 from app.logs import configure_logging
 from app.settings import Settings, settings_or_exit
 from health.loops import OUTBOX_QUEUE, SETTLEMENT_QUEUE, build_loop_specs
@@ -28,32 +28,12 @@ RESULT_EXPIRES_SECONDS = 86_400
 REDIS_VISIBILITY_TIMEOUT_SECONDS = 3_600
 
 
-def _embedded_broker_options(settings: Settings) -> dict[str, Any]:
-    """Folders of kombu's filesystem transport under VAR_DIR, created if missing.
-
-    The filesystem transport is the embedded broker because it supports fanout
-    exchanges, which ``celery inspect ping`` and other control commands need.
-    kombu's SQLAlchemy transport has no broadcast, so those commands get no reply.
-    """
-    root = Path(settings.var_dir).resolve() / "broker"
-    queue_folder = root / "queue"
-    control_folder = root / "control"
-    for folder in (queue_folder, control_folder):
-        folder.mkdir(parents=True, exist_ok=True)
-    return {
-        "data_folder_in": str(queue_folder),
-        "data_folder_out": str(queue_folder),
-        "control_folder": str(control_folder),
-        "store_processed": False,
-    }
-
-
 def build_celery_config(settings: Settings) -> dict[str, Any]:
     """Return the Celery configuration for ``settings``; each choice is explained inline."""
     specs = build_loop_specs(settings)
 
     if settings.is_embedded:
-        transport_options = _embedded_broker_options(settings)
+        transport_options = embedded_broker.transport_options(settings)
     else:
         transport_options = {"visibility_timeout": REDIS_VISIBILITY_TIMEOUT_SECONDS}
 
@@ -101,8 +81,14 @@ def _beat_schedule(settings: Settings) -> dict[str, Any]:
 
 
 def create_celery_app(settings: Settings) -> Celery:
+    from health.bootstep import HeartbeatRearmStep, HeartbeatStep
+
     celery = Celery("settlement_workers", include=TASK_MODULES)
     celery.conf.update(build_celery_config(settings))
+    # The heartbeat thread runs at worker level so it keeps ticking while the
+    # consumer reconnects; the consumer step re-arms it after each reconnect.
+    celery.steps["worker"].add(HeartbeatStep)
+    celery.steps["consumer"].add(HeartbeatRearmStep)
     return celery
 
 
@@ -113,6 +99,21 @@ celery = create_celery_app(settings)
 @signals.setup_logging.connect
 def _setup_logging(**_: Any) -> None:
     configure_logging(settings.log_level, settings.log_format)
+
+
+@signals.celeryd_init.connect
+def _check_schema_before_worker(**_: Any) -> None:
+    # celeryd_init comes from the ``celery worker`` program only, not from in-process test workers.
+    from app.schema_check import schema_or_exit
+
+    schema_or_exit(settings, "worker")
+
+
+@signals.beat_init.connect
+def _check_schema_before_beat(**_: Any) -> None:
+    from app.schema_check import schema_or_exit
+
+    schema_or_exit(settings, "beat")
 
 
 @signals.worker_process_init.connect

@@ -32,7 +32,7 @@ class OutcomeMissing(TypeError):
     """A loop body returned something other than an IterationOutcome."""
 
 
-class LoopTask(Task):  # type: ignore[misc]
+class LoopTask(Task):
     """Celery task base for loops whose freshness the health checks read.
 
     ``loop_name`` names the loop in the freshness store; it defaults to the task name.

@@ -33,6 +33,13 @@ DATABASE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
 BROKER_SCHEMES = ("redis", "rediss", "amqp", "pyamqp", "amqps", "filesystem")
 RESULT_BACKEND_SCHEMES = ("redis", "rediss", "db+sqlite", "db+postgresql", "db+postgresql+psycopg")
 
+OUTBOX_DESTINATIONS_FORM = (
+    "STREAM:QUEUE=BINDING_KEY[,BINDING_KEY...] entries separated by ';', with STREAM one of"
+    " wallet, rolling, agent (example: wallet:wallet.ledger=wallet.#;agent:agents=#)"
+)
+_DESTINATION_ENTRY = r"\s*(wallet|rolling|agent):[\w.\-]+=[\w.#*\-]+(,[\w.#*\-]+)*\s*"
+OUTBOX_DESTINATIONS_PATTERN = rf"^\s*$|^{_DESTINATION_ENTRY}(;{_DESTINATION_ENTRY})*;?\s*$"
+
 PositiveSeconds = Annotated[float, Field(gt=0, le=86_400 * 31)]
 BatchSize = Annotated[int, Field(ge=1, le=100_000)]
 
@@ -137,6 +144,15 @@ class Settings(BaseSettings):
         256 * 1024,
         description="Largest JSON payload, in bytes, that enqueue accepts.",
         json_schema_extra={"expected": "a whole number of bytes from 256 to 67108864"},
+    )
+    outbox_destinations: str = Field(
+        "",
+        pattern=OUTBOX_DESTINATIONS_PATTERN,
+        description=(
+            "Destination queues of outbox streams and their binding keys; a stream not"
+            " listed gets one queue outbox.STREAM.events bound with '#'."
+        ),
+        json_schema_extra={"expected": OUTBOX_DESTINATIONS_FORM},
     )
     broker_timeout_seconds: PositiveSeconds = Field(
         5.0,
@@ -260,10 +276,20 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         ) from None
 
 
+class _MappingSettings(Settings):
+    """Settings read from an explicit mapping only, ignoring the process environment."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: Any, *_sources: Any, **_: Any
+    ) -> tuple[Any, ...]:
+        return (init_settings,)
+
+
 def _settings_from_mapping(environ: dict[str, str]) -> Settings:
     names = {name.upper(): name for name in Settings.model_fields}
     values = {names[key.upper()]: value for key, value in environ.items() if key.upper() in names}
-    return Settings.model_validate(values)
+    return _MappingSettings.model_validate(values)
 
 
 @functools.cache

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, case, select
+from sqlalchemy import Engine, Table, case, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -16,7 +16,7 @@ from app.db import database_now, transaction
 from app.redaction import describe_error
 from health.models import LoopHealth
 
-_TABLE = LoopHealth.__table__
+_TABLE: Table = LoopHealth.__table__  # type: ignore[assignment]
 
 
 def _upsert(session: Session, values: dict[str, Any], updates: dict[str, Any]) -> None:

@@ -3,8 +3,28 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, Protocol
 
-from app.settings import Settings
+
+class LoopSettings(Protocol):
+    """The settings a loop budget is built from.
+
+    Both :class:`app.settings.Settings` and the lighter
+    :class:`health.config.HealthConfig` provide them, so the health CLI can build
+    the registry without importing pydantic.
+    """
+
+    @property
+    def outbox_poll_interval_seconds(self) -> float: ...
+    @property
+    def outbox_max_age_seconds(self) -> float: ...
+    @property
+    def settlement_grace_seconds(self) -> float: ...
+    @property
+    def task_time_limit_seconds(self) -> float: ...
+    @property
+    def lossback_period(self) -> Literal["daily", "weekly"]: ...
+
 
 DAY_SECONDS = 86_400
 WEEK_SECONDS = 7 * DAY_SECONDS
@@ -36,6 +56,8 @@ class LoopSpec:
     critical: bool = True
     #: Seconds after which a scheduled message that no worker took is dropped.
     expires_seconds: float | None = None
+    #: Outbox stream the loop drains, whose oldest publishable row must stay within budget.
+    outbox_stream: str | None = None
 
     @property
     def schedule_text(self) -> str:
@@ -53,7 +75,7 @@ SETTLEMENT_CRON = {
 }
 
 
-def settlement_period_seconds(kind: str, settings: Settings) -> int:
+def settlement_period_seconds(kind: str, settings: LoopSettings) -> int:
     if kind == "rebate":
         return DAY_SECONDS
     if kind == "cashback":
@@ -61,13 +83,13 @@ def settlement_period_seconds(kind: str, settings: Settings) -> int:
     return DAY_SECONDS if settings.lossback_period == "daily" else WEEK_SECONDS
 
 
-def _settlement_cron(kind: str, settings: Settings) -> str:
+def _settlement_cron(kind: str, settings: LoopSettings) -> str:
     if kind == "lossback":
         return SETTLEMENT_CRON[f"lossback_{settings.lossback_period}"]
     return SETTLEMENT_CRON[kind]
 
 
-def build_loop_specs(settings: Settings) -> dict[str, LoopSpec]:
+def build_loop_specs(settings: LoopSettings) -> dict[str, LoopSpec]:
     """Return every critical loop by name, with budgets taken from ``settings``."""
     specs: dict[str, LoopSpec] = {}
     for stream in OUTBOX_STREAMS:
@@ -80,6 +102,7 @@ def build_loop_specs(settings: Settings) -> dict[str, LoopSpec]:
             max_age_seconds=settings.outbox_max_age_seconds,
             time_limit_seconds=settings.task_time_limit_seconds,
             expires_seconds=settings.outbox_poll_interval_seconds,
+            outbox_stream=stream,
         )
     for kind in SETTLEMENT_KINDS:
         name = f"settlement.{kind}"

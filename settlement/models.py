@@ -72,9 +72,7 @@ class Wallet(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     player_id: Mapped[int] = mapped_column(ForeignKey("players.id"), nullable=False, unique=True)
     currency: Mapped[str] = mapped_column(ForeignKey("currencies.code"), nullable=False)
-    balance_minor: Mapped[int] = mapped_column(
-        BigInteger, nullable=False, server_default=text("0")
-    )
+    balance_minor: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
     status: Mapped[str] = mapped_column(String(16), nullable=False, server_default="active")
     updated_at: Mapped[datetime] = mapped_column(
         UtcDateTime, nullable=False, server_default=func.current_timestamp()

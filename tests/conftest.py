@@ -114,12 +114,11 @@ def _truncate_all(url: str) -> None:
             else:
                 for table in reversed(metadata.sorted_tables):
                     connection.execute(table.delete())
-                connection.execute(text("DELETE FROM sqlite_sequence"))
     finally:
         engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """Each test runs once on SQLite and once on PostgreSQL, on emptied tables.
 
@@ -141,6 +140,16 @@ def pg_database_url(postgres_url: str) -> Iterator[str]:
     saved = os.environ.get("DATABASE_URL")
     point_settings_at(DATABASE_URL=postgres_url)
     yield postgres_url
+    point_settings_at(DATABASE_URL=saved)
+
+
+@pytest.fixture
+def sqlite_database_url(sqlite_url: str) -> Iterator[str]:
+    """SQLite only, on emptied tables, with DATABASE_URL pointing at it."""
+    _truncate_all(sqlite_url)
+    saved = os.environ.get("DATABASE_URL")
+    point_settings_at(DATABASE_URL=sqlite_url)
+    yield sqlite_url
     point_settings_at(DATABASE_URL=saved)
 
 

@@ -1,0 +1,1 @@
+"""Reproducible benchmarks of the outbox, settlement and health paths: ``python -m bench``."""

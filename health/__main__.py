@@ -1,0 +1,7 @@
+"""Entry point of ``python -m health``."""
+
+import sys
+
+from health.cli import main
+
+sys.exit(main())

@@ -1,0 +1,5 @@
+"""Run the outbox CLI: ``python -m outbox``."""
+
+from outbox.cli import main
+
+raise SystemExit(main())

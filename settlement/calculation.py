@@ -1,0 +1,102 @@
+"""Inputs and result of the per-player calculators, and the limits they share.
+
+The calculators (:mod:`settlement.rebate`, :mod:`settlement.cashback`,
+:mod:`settlement.lossback`) are pure functions of a player's per-category
+totals and the terms. Amounts are exact fractions of a minor unit until the
+end, where they are rounded down once, so a credit never exceeds the terms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+from settlement.money import floor_minor
+from settlement.terms import Terms
+
+#: Skip reason codes stored at the start of ``settlement_items.reason``.
+NO_BASIS = "no_basis"
+BELOW_MIN_BASIS = "below_min_basis"
+BELOW_MIN_PAYOUT = "below_min_payout"
+ZERO_AMOUNT = "zero_amount"
+
+
+@dataclass(frozen=True)
+class CategoryTotals:
+    """Sums over a player's settled bets of one game category in the period, in minor units."""
+
+    category: str
+    stake_minor: int
+    payout_minor: int
+
+    @property
+    def net_loss_minor(self) -> int:
+        """Stake minus payout: positive when the player lost, negative when they won."""
+        return self.stake_minor - self.payout_minor
+
+
+@dataclass(frozen=True)
+class PlayerActivity:
+    """One player's totals by game category over a period."""
+
+    player_id: int
+    currency: str
+    vip_tier: int
+    status: str
+    categories: tuple[CategoryTotals, ...]
+
+
+@dataclass(frozen=True)
+class Calculation:
+    """A calculator's result: the amount to credit, or the reason nothing is credited.
+
+    ``amount_minor`` is 0 exactly when ``skip_reason`` is set.
+    """
+
+    basis_minor: int
+    amount_minor: int
+    skip_reason: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def counted(activity: PlayerActivity, terms: Terms) -> list[CategoryTotals]:
+    return [totals for totals in activity.categories if terms.counts(totals.category)]
+
+
+def apply_limits(
+    basis_minor: int, exact_amount_minor: Fraction, terms: Terms, details: dict[str, Any]
+) -> Calculation:
+    """Round ``exact_amount_minor`` down, apply the cap, and skip amounts below the minimums.
+
+    ``basis_minor`` must already be positive; the caller skips players with no basis.
+    """
+    if basis_minor < terms.min_basis_minor:
+        return Calculation(
+            basis_minor,
+            0,
+            f"{BELOW_MIN_BASIS}: basis {basis_minor} is below the minimum {terms.min_basis_minor}",
+            details,
+        )
+
+    amount_minor = floor_minor(exact_amount_minor)
+    if terms.cap_minor is not None and amount_minor > terms.cap_minor:
+        details = {**details, "capped_from_minor": amount_minor}
+        amount_minor = terms.cap_minor
+
+    if amount_minor <= 0:
+        return Calculation(basis_minor, 0, f"{ZERO_AMOUNT}: the amount rounds down to 0", details)
+    if amount_minor < terms.min_payout_minor:
+        return Calculation(
+            basis_minor,
+            0,
+            f"{BELOW_MIN_PAYOUT}: amount {amount_minor} is below the minimum payout"
+            f" {terms.min_payout_minor}",
+            details,
+        )
+    return Calculation(basis_minor, amount_minor, None, details)
+
+
+def rates_text(activity: PlayerActivity, terms: Terms, categories: list[str]) -> dict[str, str]:
+    """Return the rate applied to each category as decimal text, for the item's details."""
+    return {category: str(terms.rate(activity.vip_tier, category)) for category in categories}

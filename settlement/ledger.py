@@ -1,0 +1,271 @@
+"""The wallet gateway: credits written to the ledger, the balances and the wallet outbox.
+
+:class:`LedgerGateway` credits a whole batch with a fixed number of
+statements in the caller's transaction: one ``SELECT ... FOR UPDATE`` of the
+wallets, one multi-row ledger insert that skips idempotency keys already
+present, one ``UPDATE wallets ... FROM (VALUES ...)`` and one multi-row
+outbox insert. The caller (:mod:`settlement.crediting`) owns the transaction,
+the retries and the fallback to smaller batches.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from sqlalchemy import select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from outbox.enqueue import OutboxEvent, enqueue_many
+from settlement.models import LedgerEntry, Wallet
+
+#: Outbox stream and event type of a wallet credit.
+WALLET_STREAM = "wallet"
+CREDIT_EVENT_TYPE = "wallet.credited"
+#: Namespace of the credit events' UUIDv5 ids, so an event id follows from its idempotency key.
+CREDIT_EVENT_NAMESPACE = uuid.UUID("6f1d8a52-3c1e-4b59-9a57-2f0f3c8e7d41")
+#: Wallet status that can take a credit; suspended and closed wallets are skipped.
+CREDITABLE_WALLET_STATUS = "active"
+#: Rows per statement in the balance update, which binds two parameters per row.
+MAX_ROWS_PER_UPDATE = 5_000
+
+CreditStatus = Literal["credited", "already_credited", "skipped", "failed"]
+
+
+def idempotency_key(kind: str, period_key: str, player_id: int) -> str:
+    """Return the ledger idempotency key of one settlement credit: ``kind:period:player``."""
+    return f"{kind}:{period_key}:{player_id}"
+
+
+@dataclass(frozen=True)
+class Credit:
+    """One credit to write; ``item_id`` is its settlement item."""
+
+    item_id: int
+    run_id: int
+    kind: str
+    period_key: str
+    player_id: int
+    currency: str
+    amount_minor: int
+    idempotency_key: str
+
+
+@dataclass(frozen=True)
+class CreditResult:
+    """The outcome of one credit.
+
+    ``already_credited`` means a ledger row with the idempotency key existed,
+    so nothing was written and the player counts as credited.
+    """
+
+    status: CreditStatus
+    reason: str | None = None
+    error: str | None = None
+    ledger_entry_id: int | None = None
+
+
+class WalletGateway(Protocol):
+    """Credits a batch in the caller's transaction.
+
+    Returns one result per credit, keyed by item id. Raising means the whole
+    batch failed, and the caller rolls it back.
+    """
+
+    def credit_batch(self, session: Session, credits: Sequence[Credit]) -> dict[int, CreditResult]:
+        """Credit ``credits`` in ``session``'s transaction."""
+        ...
+
+
+class LedgerGateway:
+    """The wallet gateway on this database's ``wallets`` and ``wallet_ledger`` tables."""
+
+    def credit_batch(self, session: Session, credits: Sequence[Credit]) -> dict[int, CreditResult]:
+        results: dict[int, CreditResult] = {}
+        wallets = _lock_wallets(session, [credit.player_id for credit in credits])
+
+        creditable: list[tuple[Credit, int]] = []
+        for credit in credits:
+            wallet = wallets.get(credit.player_id)
+            if wallet is None:
+                results[credit.item_id] = CreditResult(
+                    "failed", error=f"wallet not found for player {credit.player_id}"
+                )
+            elif wallet.currency != credit.currency:
+                results[credit.item_id] = CreditResult(
+                    "failed",
+                    error=f"wallet {wallet.id} is in {wallet.currency}, the credit in"
+                    f" {credit.currency}",
+                )
+            elif wallet.status != CREDITABLE_WALLET_STATUS:
+                results[credit.item_id] = CreditResult(
+                    "skipped",
+                    reason=f"wallet_{wallet.status}: wallet {wallet.id} is {wallet.status}",
+                )
+            else:
+                creditable.append((credit, wallet.id))
+
+        inserted = _insert_ledger_entries(session, creditable)
+        new_credits = [
+            (credit, wallet_id)
+            for credit, wallet_id in creditable
+            if credit.idempotency_key in inserted
+        ]
+        balances = _add_to_balances(session, new_credits)
+        _enqueue_credit_events(session, new_credits, inserted, balances)
+
+        for credit, _wallet_id in creditable:
+            entry_id = inserted.get(credit.idempotency_key)
+            if entry_id is None:
+                results[credit.item_id] = CreditResult(
+                    "already_credited",
+                    reason=f"ledger entry {credit.idempotency_key} already exists",
+                )
+            else:
+                results[credit.item_id] = CreditResult("credited", ledger_entry_id=entry_id)
+        return results
+
+
+@dataclass(frozen=True)
+class _WalletRow:
+    id: int
+    status: str
+    currency: str
+
+
+def _lock_wallets(session: Session, player_ids: list[int]) -> dict[int, _WalletRow]:
+    """Lock the players' wallets in id order, so concurrent batches do not deadlock on them."""
+    query = (
+        select(Wallet.id, Wallet.player_id, Wallet.status, Wallet.currency)
+        .where(Wallet.player_id.in_(player_ids))
+        .order_by(Wallet.id)
+        .with_for_update()
+    )
+    return {
+        player_id: _WalletRow(wallet_id, status, currency)
+        for wallet_id, player_id, status, currency in session.execute(query)
+    }
+
+
+def _insert_ledger_entries(
+    session: Session, creditable: list[tuple[Credit, int]]
+) -> dict[str, int]:
+    """Insert the ledger rows, skipping existing idempotency keys; returns key -> new entry id."""
+    if not creditable:
+        return {}
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return _insert_ledger_entries_unnest(session, creditable)
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = (
+        insert(LedgerEntry)
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(LedgerEntry.id, LedgerEntry.idempotency_key)
+    )
+    rows = [
+        {
+            "wallet_id": wallet_id,
+            "player_id": credit.player_id,
+            "amount_minor": credit.amount_minor,
+            "currency": credit.currency,
+            "entry_type": credit.kind,
+            "idempotency_key": credit.idempotency_key,
+            "reference": f"settlement_run:{credit.run_id}",
+        }
+        for credit, wallet_id in creditable
+    ]
+    result = session.execute(statement, rows)
+    return {key: entry_id for entry_id, key in result}
+
+
+#: One INSERT of a whole batch from column arrays: the statement text does not grow with
+#: the batch, so psycopg parses it once per connection instead of once per batch.
+_UNNEST_LEDGER_INSERT = text(
+    "INSERT INTO wallet_ledger"
+    " (wallet_id, player_id, amount_minor, currency, entry_type, idempotency_key, reference)"
+    " SELECT * FROM unnest(CAST(:wallet_ids AS bigint[]), CAST(:player_ids AS bigint[]),"
+    " CAST(:amounts AS bigint[]), CAST(:currencies AS text[]), CAST(:entry_types AS text[]),"
+    " CAST(:keys AS text[]), CAST(:references AS text[]))"
+    " ON CONFLICT (idempotency_key) DO NOTHING"
+    " RETURNING id, idempotency_key"
+)
+
+
+def _insert_ledger_entries_unnest(
+    session: Session, creditable: list[tuple[Credit, int]]
+) -> dict[str, int]:
+    """PostgreSQL form of :func:`_insert_ledger_entries`: the same rows as column arrays."""
+    params = {
+        "wallet_ids": [wallet_id for _credit, wallet_id in creditable],
+        "player_ids": [credit.player_id for credit, _wallet_id in creditable],
+        "amounts": [credit.amount_minor for credit, _wallet_id in creditable],
+        "currencies": [credit.currency for credit, _wallet_id in creditable],
+        "entry_types": [credit.kind for credit, _wallet_id in creditable],
+        "keys": [credit.idempotency_key for credit, _wallet_id in creditable],
+        "references": [f"settlement_run:{credit.run_id}" for credit, _wallet_id in creditable],
+    }
+    result = session.execute(_UNNEST_LEDGER_INSERT, params)
+    return {key: entry_id for entry_id, key in result}
+
+
+def _add_to_balances(session: Session, new_credits: list[tuple[Credit, int]]) -> dict[int, int]:
+    """Add each amount to its wallet's balance; returns wallet id -> new balance."""
+    balances: dict[int, int] = {}
+    for start in range(0, len(new_credits), MAX_ROWS_PER_UPDATE):
+        chunk = new_credits[start : start + MAX_ROWS_PER_UPDATE]
+        values_sql = ", ".join(
+            f"(CAST(:w{index} AS BIGINT), CAST(:a{index} AS BIGINT))" for index in range(len(chunk))
+        )
+        params: dict[str, Any] = {}
+        for index, (credit, wallet_id) in enumerate(chunk):
+            params[f"w{index}"] = wallet_id
+            params[f"a{index}"] = credit.amount_minor
+        # VALUES columns are named column1, column2 on both PostgreSQL and SQLite.
+        # The interpolated text holds only generated placeholder names, never values.
+        statement = text(
+            "UPDATE wallets AS w"  # noqa: S608
+            " SET balance_minor = w.balance_minor + v.column2, updated_at = CURRENT_TIMESTAMP"
+            f" FROM (VALUES {values_sql}) AS v"
+            " WHERE w.id = v.column1"
+            " RETURNING id, balance_minor"
+        )
+        for wallet_id, balance_minor in session.execute(statement, params):
+            balances[int(wallet_id)] = int(balance_minor)
+    return balances
+
+
+def _enqueue_credit_events(
+    session: Session,
+    new_credits: list[tuple[Credit, int]],
+    entry_ids: dict[str, int],
+    balances: dict[int, int],
+) -> None:
+    events = [
+        OutboxEvent(
+            aggregate_type="wallet",
+            aggregate_id=str(wallet_id),
+            event_type=CREDIT_EVENT_TYPE,
+            payload={
+                "wallet_id": wallet_id,
+                "player_id": credit.player_id,
+                "ledger_entry_id": entry_ids[credit.idempotency_key],
+                "amount_minor": credit.amount_minor,
+                "currency": credit.currency,
+                "balance_minor": balances[wallet_id],
+                "entry_type": credit.kind,
+                "idempotency_key": credit.idempotency_key,
+                "settlement": {
+                    "kind": credit.kind,
+                    "period_key": credit.period_key,
+                    "run_id": credit.run_id,
+                },
+            },
+            headers={"idempotency_key": credit.idempotency_key},
+            event_id=uuid.uuid5(CREDIT_EVENT_NAMESPACE, credit.idempotency_key),
+        )
+        for credit, wallet_id in new_credits
+    ]
+    enqueue_many(session, WALLET_STREAM, events)

@@ -1,0 +1,40 @@
+"""Rebate: valid turnover of the period times the rate of each game category.
+
+Valid turnover is the stake of settled bets; voided and cancelled bets never
+reach the calculator because eligibility counts settled bets only.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from settlement.calculation import (
+    NO_BASIS,
+    Calculation,
+    PlayerActivity,
+    apply_limits,
+    counted,
+    rates_text,
+)
+from settlement.terms import Terms
+
+
+def calculate_rebate(activity: PlayerActivity, terms: Terms) -> Calculation:
+    """Return the rebate of one player: the sum over counted categories of stake times rate."""
+    totals = counted(activity, terms)
+    basis_minor = sum(category.stake_minor for category in totals)
+    details = {
+        "turnover_minor": {category.category: category.stake_minor for category in totals},
+        "rates": rates_text(activity, terms, [category.category for category in totals]),
+    }
+    if basis_minor <= 0:
+        return Calculation(0, 0, f"{NO_BASIS}: no valid turnover in counted categories", details)
+
+    exact_amount_minor = sum(
+        (
+            Fraction(terms.rate(activity.vip_tier, category.category)) * category.stake_minor
+            for category in totals
+        ),
+        Fraction(0),
+    )
+    return apply_limits(basis_minor, exact_amount_minor, terms, details)

@@ -1,0 +1,307 @@
+"""A settlement run: plan the items of a period, credit them in batches, record the outcome.
+
+The steps of :func:`run_settlement`:
+
+1. resolve the period (the last complete one when none is given);
+2. take the run lock of the kind and period (:mod:`settlement.locking`);
+3. write the run record, then, in one transaction, compute every eligible
+   player's item from SQL aggregates and insert the items;
+4. credit the pending items in batches of ``SETTLEMENT_BATCH_SIZE``;
+5. count the items in the database, decide the status and write the run
+   record, which happens even when a step above raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from app.db import database_now, get_engine, transaction
+from app.logs import log_context
+from app.redaction import describe_error
+from app.settings import Settings, get_settings
+from settlement.calculation import Calculation, PlayerActivity
+from settlement.cashback import calculate_cashback
+from settlement.crediting import BatchCrediter
+from settlement.eligibility import iter_activity
+from settlement.errors import InvalidTerms
+from settlement.ledger import Credit, LedgerGateway, WalletGateway, idempotency_key
+from settlement.locking import RUN_LOCK_WAIT_SECONDS, run_lock
+from settlement.lossback import calculate_lossback
+from settlement.outcome import SettlementOutcome
+from settlement.periods import Period, resolve_period
+from settlement.rebate import calculate_rebate
+from settlement.records import (
+    CREDITED_EARLIER,
+    PlannedItem,
+    create_run,
+    earlier_settled,
+    finish_run,
+    insert_items,
+    record_abort,
+)
+from settlement.terms import Terms, load_terms
+
+logger = logging.getLogger(__name__)
+
+Calculator = Callable[[PlayerActivity, Terms], Calculation]
+
+CALCULATORS: dict[str, Calculator] = {
+    "rebate": calculate_rebate,
+    "cashback": calculate_cashback,
+    "lossback": calculate_lossback,
+}
+
+#: Player status that can receive settlement credits.
+ACTIVE_PLAYER_STATUS = "active"
+
+
+@dataclass(frozen=True)
+class SettlementPlan:
+    """The items a run of ``kind`` over ``period`` would create."""
+
+    kind: str
+    period: Period
+    items: list[PlannedItem]
+
+
+def _calculator(kind: str) -> Calculator:
+    try:
+        return CALCULATORS[kind]
+    except KeyError:
+        raise ValueError(
+            f"unknown settlement kind {kind!r}: expected one of {', '.join(CALCULATORS)}"
+        ) from None
+
+
+def plan_items(session: Session, kind: str, period: Period) -> list[PlannedItem]:
+    """Return one planned item per player with a settled bet in ``period``.
+
+    Players that an earlier run credited or voided are carried over with that
+    status. Missing terms and inactive players are skipped with a reason.
+    Invalid terms make failed items, because those players are owed a credit
+    that the terms cannot compute.
+    """
+    calculate = _calculator(kind)
+    terms_by_currency = load_terms(session, kind)
+    settled = earlier_settled(session, kind, period.key)
+    warned_currencies: set[str] = set()
+
+    planned: list[PlannedItem] = []
+    for activity in iter_activity(session, period):
+        key = idempotency_key(kind, period.key, activity.player_id)
+        earlier = settled.get(activity.player_id)
+        terms = terms_by_currency.get(activity.currency)
+
+        if earlier is not None:
+            status, run_id = earlier
+            if status == "credited":
+                reason = f"{CREDITED_EARLIER}: credited by run {run_id}"
+            else:
+                reason = f"voided in run {run_id}"
+            planned.append(_unpaid(activity, key, status, reason=reason))
+        elif activity.status != ACTIVE_PLAYER_STATUS:
+            reason = f"player_inactive: player status is {activity.status}"
+            planned.append(_unpaid(activity, key, "skipped", reason=reason))
+        elif terms is None:
+            if activity.currency not in warned_currencies:
+                logger.warning("no active %s terms for currency %s", kind, activity.currency)
+                warned_currencies.add(activity.currency)
+            reason = f"no_terms: no active {kind} terms for {activity.currency}"
+            planned.append(_unpaid(activity, key, "skipped", reason=reason))
+        elif isinstance(terms, InvalidTerms):
+            planned.append(_unpaid(activity, key, "failed", error=str(terms)))
+        else:
+            planned.append(_planned_from_calculation(activity, key, calculate, terms))
+    return planned
+
+
+def _unpaid(
+    activity: PlayerActivity,
+    key: str,
+    status: str,
+    *,
+    reason: str | None = None,
+    error: str | None = None,
+) -> PlannedItem:
+    return PlannedItem(
+        player_id=activity.player_id,
+        currency=activity.currency,
+        basis_minor=0,
+        amount_minor=0,
+        status=status,
+        idempotency_key=key,
+        reason=reason,
+        error=error,
+    )
+
+
+def _planned_from_calculation(
+    activity: PlayerActivity, key: str, calculate: Calculator, terms: Terms
+) -> PlannedItem:
+    try:
+        calculation = calculate(activity, terms)
+    except InvalidTerms as exc:
+        return _unpaid(activity, key, "failed", error=str(exc))
+    return PlannedItem(
+        player_id=activity.player_id,
+        currency=activity.currency,
+        basis_minor=calculation.basis_minor,
+        amount_minor=calculation.amount_minor,
+        status="skipped" if calculation.skip_reason else "pending",
+        idempotency_key=key,
+        reason=calculation.skip_reason,
+        details=calculation.details,
+    )
+
+
+def _resolve(kind: str, period_text: str | None, engine: Engine, settings: Settings) -> Period:
+    _calculator(kind)
+    with transaction(engine) as session:
+        now = database_now(session)
+    return resolve_period(
+        kind,
+        period_text,
+        now=now,
+        zone=settings.timezone,
+        lossback_period=settings.lossback_period,
+    )
+
+
+def plan_settlement(
+    kind: str,
+    period_text: str | None = None,
+    *,
+    engine: Engine | None = None,
+    settings: Settings | None = None,
+) -> SettlementPlan:
+    """Compute what a run would credit, without writing anything (the dry run)."""
+    settings = settings or get_settings()
+    engine = engine or get_engine()
+    period = _resolve(kind, period_text, engine, settings)
+    with Session(engine) as session:
+        items = plan_items(session, kind, period)
+        session.rollback()
+    return SettlementPlan(kind, period, items)
+
+
+def run_settlement(
+    kind: str,
+    period_text: str | None = None,
+    *,
+    gateway: WalletGateway | None = None,
+    engine: Engine | None = None,
+    settings: Settings | None = None,
+    task_id: str | None = None,
+    hostname: str | None = None,
+    lock_wait_seconds: float = RUN_LOCK_WAIT_SECONDS,
+) -> SettlementOutcome:
+    """Settle ``kind`` for a period and return the outcome; the run record is always written.
+
+    ``gateway`` defaults to :class:`~settlement.ledger.LedgerGateway`. Raises
+    InvalidPeriod for a bad period, SettlementRunBusy when another run of the
+    period holds the lock too long, and SettlementNonDelivery when the run
+    aborts after its record was created. A returned outcome with failures is
+    turned into its exception by the caller (the base task does it).
+    """
+    settings = settings or get_settings()
+    engine = engine or get_engine()
+    gateway = gateway or LedgerGateway()
+    hostname = hostname or socket.gethostname()
+    period = _resolve(kind, period_text, engine, settings)
+
+    with (
+        log_context(loop=f"settlement.{kind}"),
+        run_lock(engine, kind, period.key, lock_wait_seconds),
+    ):
+        run_id = create_run(engine, kind, period, task_id, hostname)
+        with log_context(run_id=run_id):
+            logger.info(
+                "settlement %s %s started (%s to %s)",
+                kind,
+                period.key,
+                period.start.isoformat(),
+                period.end.isoformat(),
+            )
+            eligible = 0
+            try:
+                eligible = _settle(
+                    engine, gateway, kind, period, run_id, settings.settlement_batch_size
+                )
+                outcome = finish_run(engine, run_id, eligible)
+            except Exception as exc:
+                error = describe_error(exc)
+                logger.exception(
+                    "settlement %s %s run %s aborted: %s", kind, period.key, run_id, error
+                )
+                outcome = _abort(engine, run_id, eligible, error)
+                raise outcome.failure() from exc
+            _log_outcome(outcome)
+            return outcome
+
+
+def _settle(
+    engine: Engine, gateway: WalletGateway, kind: str, period: Period, run_id: int, batch_size: int
+) -> int:
+    """Create the run's items and credit the pending ones; returns the eligible count."""
+    with transaction(engine) as session:
+        planned = plan_items(session, kind, period)
+        item_ids = insert_items(session, run_id, kind, period.key, planned)
+
+    credits = [
+        Credit(
+            item_id=item_ids[item.player_id],
+            run_id=run_id,
+            kind=kind,
+            period_key=period.key,
+            player_id=item.player_id,
+            currency=item.currency,
+            amount_minor=item.amount_minor,
+            idempotency_key=item.idempotency_key,
+        )
+        for item in planned
+        if item.status == "pending"
+    ]
+    logger.info(
+        "settlement %s %s: %d eligible players, %d credits to make in batches of %d",
+        kind,
+        period.key,
+        len(planned),
+        len(credits),
+        batch_size,
+    )
+
+    # NOTE: a run of 20,000 one-bet players on local PostgreSQL 15 (2 cores, batches of
+    # 500) took 7.8 s end to end, about 2,500 credits/s, well below 20,000/s. The item
+    # insert and the per-row item status updates dominate; unnest() or COPY inserts
+    # and an UPDATE ... FROM (VALUES ...) for the items are the next steps.
+    crediter = BatchCrediter(engine, gateway, run_id=run_id)
+    for start in range(0, len(credits), batch_size):
+        crediter.credit(credits[start : start + batch_size])
+    return len(planned)
+
+
+def _abort(engine: Engine, run_id: int, eligible: int, error: str) -> SettlementOutcome:
+    try:
+        return finish_run(engine, run_id, eligible, error=error)
+    except Exception as exc:  # noqa: BLE001 - the run's own error is raised by the caller
+        logger.error("counting the items of aborted run %s failed: %s", run_id, describe_error(exc))
+        record_abort(engine, run_id, error)
+        return SettlementOutcome(
+            loop="settlement",
+            counts={"eligible": eligible},
+            details={"run_id": run_id, "error": error},
+            status="failed",
+        )
+
+
+def _log_outcome(outcome: SettlementOutcome) -> None:
+    if outcome.ok:
+        logger.info("%s", outcome.describe())
+    else:
+        logger.error("%s", outcome.describe())
