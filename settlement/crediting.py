@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import psycopg
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from tenacity import (
@@ -49,6 +49,30 @@ MAX_LOGGED_ITEM_FAILURES = 20
 SQLITE_TRANSIENT_MARKERS = ("database is locked", "database is busy")
 
 T = TypeVar("T")
+
+#: One UPDATE of a whole batch's items from column arrays (PostgreSQL), in place of one
+#: UPDATE per item.
+_UNNEST_ITEM_UPDATE = text(
+    "UPDATE settlement_items AS item"
+    " SET status = v.status, reason = v.reason, error = v.error, attempts = v.attempts,"
+    " updated_at = :updated_at"
+    " FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[]), CAST(:reasons AS text[]),"
+    " CAST(:errors AS text[]), CAST(:attempts AS integer[]))"
+    " AS v(id, status, reason, error, attempts)"
+    " WHERE item.id = v.id"
+)
+
+
+def _as_columns(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Turn item update rows into the column arrays of _UNNEST_ITEM_UPDATE."""
+    return {
+        "ids": [row["id"] for row in rows],
+        "statuses": [row["status"] for row in rows],
+        "reasons": [row["reason"] for row in rows],
+        "errors": [row["error"] for row in rows],
+        "attempts": [row["attempts"] for row in rows],
+        "updated_at": rows[0]["updated_at"],
+    }
 
 
 class GatewayResultMissing(RuntimeError):
@@ -169,7 +193,10 @@ class BatchCrediter:
                     "updated_at": now,
                 }
             )
-        session.execute(update(SettlementItem), rows)
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(_UNNEST_ITEM_UPDATE, _as_columns(rows))
+        else:
+            session.execute(update(SettlementItem), rows)
 
     def _record_failed(self, credits: Sequence[Credit], exc: BaseException) -> None:
         error = describe_error(exc)

@@ -194,6 +194,18 @@ _UNNEST_LEDGER_INSERT = text(
 )
 
 
+#: The balance update of a whole batch from column arrays (PostgreSQL). A wallet appears
+#: at most once per batch, because each player has one wallet and one item per run.
+_UNNEST_BALANCE_UPDATE = text(
+    "UPDATE wallets AS w"
+    " SET balance_minor = w.balance_minor + v.amount_minor, updated_at = CURRENT_TIMESTAMP"
+    " FROM unnest(CAST(:wallet_ids AS bigint[]), CAST(:amounts AS bigint[]))"
+    " AS v(wallet_id, amount_minor)"
+    " WHERE w.id = v.wallet_id"
+    " RETURNING w.id, w.balance_minor"
+)
+
+
 def _insert_ledger_entries_unnest(
     session: Session, creditable: list[tuple[Credit, int]]
 ) -> dict[str, int]:
@@ -214,6 +226,14 @@ def _insert_ledger_entries_unnest(
 def _add_to_balances(session: Session, new_credits: list[tuple[Credit, int]]) -> dict[int, int]:
     """Add each amount to its wallet's balance; returns wallet id -> new balance."""
     balances: dict[int, int] = {}
+    if new_credits and session.get_bind().dialect.name == "postgresql":
+        columns = {
+            "wallet_ids": [wallet_id for _credit, wallet_id in new_credits],
+            "amounts": [credit.amount_minor for credit, _wallet_id in new_credits],
+        }
+        for wallet_id, balance_minor in session.execute(_UNNEST_BALANCE_UPDATE, columns):
+            balances[int(wallet_id)] = int(balance_minor)
+        return balances
     for start in range(0, len(new_credits), MAX_ROWS_PER_UPDATE):
         chunk = new_credits[start : start + MAX_ROWS_PER_UPDATE]
         values_sql = ", ".join(

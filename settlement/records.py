@@ -64,6 +64,42 @@ def create_run(
         return run.id
 
 
+#: Error stored on a run record found still running by a later run of its period.
+ABANDONED_RUN_ERROR = "abandoned: the process stopped before finishing this run"
+
+
+def close_abandoned_runs(engine: Engine, kind: str, period_key: str) -> list[int]:
+    """Mark this period's runs still ``running`` as failed; returns their ids.
+
+    Call only while holding the period's run lock, when no other run of the
+    period can be in progress. Their items keep their statuses, and the next
+    run attempts every player not yet credited.
+    """
+    with transaction(engine) as session:
+        abandoned = list(
+            session.scalars(
+                select(SettlementRun).where(
+                    SettlementRun.kind == kind,
+                    SettlementRun.period_key == period_key,
+                    SettlementRun.status == "running",
+                )
+            )
+        )
+        now = database_now(session)
+        for run in abandoned:
+            run.status = "failed"
+            run.error = ABANDONED_RUN_ERROR
+            run.finished_at = now
+            logger.warning(
+                "settlement %s %s run %s was still marked running and is now failed: %s",
+                kind,
+                period_key,
+                run.id,
+                ABANDONED_RUN_ERROR,
+            )
+        return [run.id for run in abandoned]
+
+
 def insert_items(
     session: Session, run_id: int, kind: str, period_key: str, planned: list[PlannedItem]
 ) -> dict[int, int]:

@@ -39,6 +39,7 @@ from settlement.rebate import calculate_rebate
 from settlement.records import (
     CREDITED_EARLIER,
     PlannedItem,
+    close_abandoned_runs,
     create_run,
     earlier_settled,
     finish_run,
@@ -219,6 +220,11 @@ def run_settlement(
         log_context(loop=f"settlement.{kind}"),
         run_lock(engine, kind, period.key, lock_wait_seconds),
     ):
+        if engine.dialect.name == "postgresql":
+            # The run lock is held, so a record of this period still marked running
+            # belongs to a process that died or lost the database mid-run. SQLite
+            # has no run lock, so there such a record may be a live run.
+            close_abandoned_runs(engine, kind, period.key)
         run_id = create_run(engine, kind, period, task_id, hostname)
         with log_context(run_id=run_id):
             logger.info(
@@ -239,7 +245,7 @@ def run_settlement(
                 logger.exception(
                     "settlement %s %s run %s aborted: %s", kind, period.key, run_id, error
                 )
-                outcome = _abort(engine, run_id, eligible, error)
+                outcome = _abort(engine, run_id, kind, period, eligible, error)
                 raise outcome.failure() from exc
             _log_outcome(outcome)
             return outcome
@@ -286,16 +292,18 @@ def _settle(
     return len(planned)
 
 
-def _abort(engine: Engine, run_id: int, eligible: int, error: str) -> SettlementOutcome:
+def _abort(
+    engine: Engine, run_id: int, kind: str, period: Period, eligible: int, error: str
+) -> SettlementOutcome:
     try:
         return finish_run(engine, run_id, eligible, error=error)
     except Exception as exc:  # noqa: BLE001 - the run's own error is raised by the caller
         logger.error("counting the items of aborted run %s failed: %s", run_id, describe_error(exc))
         record_abort(engine, run_id, error)
         return SettlementOutcome(
-            loop="settlement",
+            loop=f"settlement.{kind}",
             counts={"eligible": eligible},
-            details={"run_id": run_id, "error": error},
+            details={"run_id": run_id, "kind": kind, "period_key": period.key, "error": error},
             status="failed",
         )
 

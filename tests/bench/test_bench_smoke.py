@@ -33,7 +33,7 @@ def test_bench_all_benchmarks_report_figures(
     )
 
     assert {figure.benchmark for figure in report.figures} == EXPECTED_BENCHMARKS
-    assert len(report.figures) == 17
+    assert len(report.figures) == 18
     for figure in report.figures:
         assert len(figure.values) >= 1, figure.name
         assert all(value > 0 for value in figure.values), figure.name
@@ -48,7 +48,7 @@ def test_bench_all_benchmarks_report_figures(
     assert text.startswith("# Benchmarks\n\nanalysis above\n\n")
     assert text.endswith(f"{RESULTS_END}\n\ntail\n")
     assert "\nold\n" not in text
-    assert "| outbox_throughput | drain_stream, PostgreSQL to Redis, 600 rows |" in text
+    assert "| outbox_throughput | drain_stream, PostgreSQL to Redis, 600 rows, batches of 500 |" in text
 
 
 def test_bench_results_appended_without_markers(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from settlement.errors import SettlementNonDelivery
 from settlement.ledger import Credit, CreditResult, LedgerGateway
 from settlement.models import LedgerEntry, SettlementItem, SettlementRun, Wallet
 from settlement.periods import resolve_period
+from settlement.records import ABANDONED_RUN_ERROR
 from tests.conftest import point_settings_at
 from tests.faults.conftest import process_env
 from tests.faults.faults_testing import make_app
@@ -122,6 +123,7 @@ def test_database_lost_mid_run_rerun_credits_once(
 
     assert first.state == "FAILURE"
     assert isinstance(first.result, SettlementNonDelivery)
+    assert f"settlement rebate {DAY} run 1 failed" in str(first.result)
     output_log.add_text("settlement-db-lost", str(first.result))
     postgres_proxy.reject_new_connections = False
     credited_before_rerun = ledger_counts()
@@ -141,6 +143,9 @@ def test_database_lost_mid_run_rerun_credits_once(
     assert second.result["counts"]["credited"] == PLAYERS
     assert second.result["counts"]["credited_earlier"] == 2 * BATCH_SIZE
     assert second.result["counts"]["failed"] == 0
+    statuses = {run.id: (run.status, run.error) for run in all_runs()}
+    assert statuses[1] == ("failed", ABANDONED_RUN_ERROR)
+    assert statuses[2] == ("succeeded", None)
 
 
 def start_settlement_worker(output_log: OutputLog, hostname: str, broker_url: str) -> Any:
