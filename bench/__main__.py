@@ -65,7 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _sizes(arguments: argparse.Namespace) -> Sizes:
-    sizes = QUICK if arguments.quick else FULL if arguments.full else DEFAULT
+    sizes = DEFAULT
+    if arguments.quick:
+        sizes = QUICK
+    elif arguments.full:
+        sizes = FULL
     if arguments.runs is not None:
         if arguments.runs < 3:
             raise SystemExit("--runs must be at least 3: each figure is a median of 3 or more runs")

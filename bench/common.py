@@ -41,8 +41,8 @@ class Sizes:
 
 
 QUICK = Sizes("quick", 3, 600, 300, 300, 200, 3, 30)
-#: The spec's 200,000 outbox rows; settlement at a fifth of the spec's 100,000 players,
-#: because one run at about 2,000 credits/s would take close to a minute.
+#: The spec's 200,000 outbox rows. Settlement runs on a fifth of the spec's 100,000 players,
+#: because at about 4,000 credits/s its six runs would take about 4 minutes.
 DEFAULT = Sizes("default", 3, 200_000, 20_000, 20_000, 20_000, 7, 300)
 FULL = Sizes("full", 3, 200_000, 50_000, 50_000, 100_000, 11, 1_000)
 

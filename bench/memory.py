@@ -33,7 +33,7 @@ def _settlement_runs(players: int, runs: int) -> list[dict[str, Any]]:
 
 def _add_pair(
     report: Report,
-    what: str,
+    description: str,
     unit_name: str,
     small: tuple[int, list[dict[str, Any]]],
     large: tuple[int, list[dict[str, Any]]],
@@ -41,7 +41,7 @@ def _add_pair(
     small_figure = report.add(
         Figure(
             "memory",
-            f"{what}, {small[0]:,} {unit_name}",
+            f"{description}, {small[0]:,} {unit_name}",
             "MiB",
             [result["peak_rss_mib"] for result in small[1]],
         )
@@ -49,7 +49,7 @@ def _add_pair(
     large_figure = report.add(
         Figure(
             "memory",
-            f"{what}, {large[0]:,} {unit_name}",
+            f"{description}, {large[0]:,} {unit_name}",
             "MiB",
             [result["peak_rss_mib"] for result in large[1]],
             target=f"<= {FLAT_GROWTH_FACTOR:g}x the {small[0]:,}-{unit_name} figure",

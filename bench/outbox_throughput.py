@@ -9,8 +9,8 @@ Figures, each from fresh child processes on a freshly seeded table:
   message sent with kombu ``Producer.publish``;
 * ``drain_stream`` on RabbitMQ.
 
-Every drain is checked: all rows are marked published and the queue holds one
-message per row, otherwise the benchmark raises.
+Every drain is checked: all rows must be marked published and the queue must
+contain one message per row. Otherwise the benchmark raises.
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ LARGE_BATCH_SIZE = 2000
 DRAIN_BUDGET_SECONDS = 3600.0
 #: kombu's separator inside a member of the Redis binding set ``_kombu.binding.EXCHANGE``.
 KOMBU_BINDING_SEPARATOR = "\x06\x16"
+#: The Redis sets in which kombu 5.7 keeps the exchange's bindings.
+KOMBU_BINDING_KEYS = (f"_kombu.binding.{EXCHANGE}", f"_kombu.binding_permanent.{EXCHANGE}")
 
 TARGET_EVENTS_PER_SECOND = 20_000
 TARGET_TIMES_BASELINE_B = 5.0
@@ -235,26 +237,27 @@ def _clear_stale_bench_bindings() -> None:
     each benchmark message, so only the benchmark's own queue may be bound.
     """
     client = _redis_client()
-    binding_key = f"_kombu.binding.{EXCHANGE}"
-    for member in client.smembers(binding_key):
-        queue = member.decode().rsplit(KOMBU_BINDING_SEPARATOR, 1)[-1]
-        if not queue.startswith(QUEUE_PREFIX):
-            raise RuntimeError(
-                f"queue {queue} is bound to {EXCHANGE} in Redis {REDIS_URL}; set"
-                " BENCH_REDIS_URL to an unused database"
-            )
-        client.srem(binding_key, member)
-        client.delete(queue)
+    for binding_key in KOMBU_BINDING_KEYS:
+        for member in client.smembers(binding_key):
+            queue = member.decode().rsplit(KOMBU_BINDING_SEPARATOR, 1)[-1]
+            if not queue.startswith(QUEUE_PREFIX):
+                raise RuntimeError(
+                    f"queue {queue} is bound to {EXCHANGE} in Redis {REDIS_URL}; set"
+                    " BENCH_REDIS_URL to an unused database"
+                )
+            client.srem(binding_key, member)
+            client.delete(queue)
     client.close()
 
 
 def _cleanup_redis(queue: str) -> None:
+    """Delete ``queue`` and its bindings."""
     client = _redis_client()
     client.delete(queue)
-    binding_key = f"_kombu.binding.{EXCHANGE}"
-    for member in client.smembers(binding_key):
-        if member.decode().endswith(KOMBU_BINDING_SEPARATOR + queue):
-            client.srem(binding_key, member)
+    for binding_key in KOMBU_BINDING_KEYS:
+        for member in client.smembers(binding_key):
+            if member.decode().endswith(KOMBU_BINDING_SEPARATOR + queue):
+                client.srem(binding_key, member)
     client.close()
 
 
@@ -432,23 +435,55 @@ def run(sizes: Sizes, report: Report, database_url: str, rabbitmq: bool = True) 
         )
 
 
+def _timed_phases(phases: dict[str, float]) -> None:
+    """Wrap the poller's steps in this process so that each adds its wall time to ``phases``."""
+    from outbox import poller, publisher
+
+    def timing(name: str, function: Any) -> Any:
+        def timed_call(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                phases[name] = phases.get(name, 0.0) + time.perf_counter() - started
+
+        return timed_call
+
+    poller.poll_batch = timing("batch transaction, total", poller.poll_batch)
+    poller._begin_batch = timing("begin: limits and clock", poller._begin_batch)
+    poller.claim_batch = timing("claim: SELECT ... FOR UPDATE SKIP LOCKED", poller.claim_batch)
+    poller._record_results = timing("mark: UPDATE published_at", poller._record_results)
+    poller.database_now = timing("clock before marking", poller.database_now)
+    publisher.RedisPublisher.publish_batch = timing(  # type: ignore[method-assign]
+        "publish: build messages, pipelined LPUSH", publisher.RedisPublisher.publish_batch
+    )
+
+
 def main() -> None:
     """Seed and drain once in this process, for profiling with py-spy or pyinstrument."""
     parser = argparse.ArgumentParser(description="drain the wallet outbox once, for profiling")
     parser.add_argument("--rows", type=int, default=20_000, help="rows to seed and drain")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="OUTBOX_BATCH_SIZE")
     parser.add_argument("--per-message", action="store_true", help="drain with baseline (b)")
+    parser.add_argument(
+        "--phases", action="store_true", help="print the wall time of each step of the batches"
+    )
     arguments = parser.parse_args()
 
+    phases: dict[str, float] = {}
+    if arguments.phases:
+        _timed_phases(phases)
     with private_postgres("profile") as database_url:
         queue = f"{QUEUE_PREFIX}profile.{os.getpid()}"
         seed_outbox(database_url, arguments.rows)
+        environment = outbox_environment(database_url, REDIS_URL, queue, arguments.batch_size)
         try:
-            result = drain_child(
-                outbox_environment(database_url, REDIS_URL, queue), arguments.per_message
-            )
+            result = drain_child(environment, arguments.per_message)
         finally:
             _cleanup_redis(queue)
-        print(result, f"{arguments.rows / result['seconds']:.0f} events/s")
+    print(result, f"{arguments.rows / result['seconds']:.0f} events/s")
+    for name, seconds in phases.items():
+        print(f"  {name}: {seconds:.2f} s")
 
 
 if __name__ == "__main__":

@@ -18,11 +18,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from bench.common import REDIS_URL, Figure, Report, Sizes, apply_environment
 
 TARGET_SECONDS = 0.3
 TARGET_TIMES_FASTER_THAN_PING = 2.0
-#: Seconds the worker may take to answer its first ping after it starts.
+#: Seconds the worker may take to respond to its first ping after it starts.
 WORKER_START_TIMEOUT_SECONDS = 60.0
 #: Seconds one probe command may take before the benchmark gives up on it.
 PROBE_TIMEOUT_SECONDS = 30.0
@@ -112,7 +114,9 @@ def _wait_for_worker(environment: dict[str, str], node: str) -> None:
         if status == 0:
             return
         time.sleep(0.5)
-    raise RuntimeError(f"worker {node} did not answer a ping in {WORKER_START_TIMEOUT_SECONDS}s")
+    raise RuntimeError(
+        f"worker {node} did not respond to a ping within {WORKER_START_TIMEOUT_SECONDS:g}s"
+    )
 
 
 def measure(database_url: str, runs: int) -> dict[str, Any]:
@@ -128,6 +132,8 @@ def measure(database_url: str, runs: int) -> dict[str, Any]:
         "bare": [str(BIN / "python"), "-c", BARE_PSYCOPG_PROBE, psycopg_url],
     }
 
+    redis_client = redis.Redis.from_url(REDIS_URL)
+    keys_before = set(redis_client.keys("*"))
     worker = _start_worker(environment, node)
     try:
         _wait_for_worker(environment, node)
@@ -148,6 +154,12 @@ def measure(database_url: str, runs: int) -> dict[str, Any]:
             worker.kill()
             worker.wait()
         shutil.rmtree(var_dir, ignore_errors=True)
+        # The worker's queues, bindings and pidbox keys; the benchmark's Redis database
+        # is private, so every key that appeared since the worker started is its own.
+        created = set(redis_client.keys("*")) - keys_before
+        if created:
+            redis_client.delete(*created)
+        redis_client.close()
 
     if statuses["ping"] != {0} or statuses["bare"] != {0}:
         raise RuntimeError(f"a reference probe failed: {statuses}: {outputs}")

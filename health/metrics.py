@@ -82,6 +82,11 @@ def _loop_metrics(db: HealthDatabase, config: HealthConfig) -> list[Metric]:
         "1 for the loop's current readiness status, 0 for the others.",
         labels=["loop", "status"],
     )
+    max_age = GaugeMetricFamily(
+        "loop_max_age_seconds",
+        "Freshness budget: the maximum age of the loop's last success, in seconds, while fresh.",
+        labels=["loop"],
+    )
     for verdict in result.readiness.verdicts:
         record = records.get(verdict.loop)
         if record is not None and record.last_success_at is not None:
@@ -89,9 +94,10 @@ def _loop_metrics(db: HealthDatabase, config: HealthConfig) -> list[Metric]:
         if record is not None and record.last_started_at is not None:
             last_start.add_metric([verdict.loop], record.last_started_at.timestamp())
         failures.add_metric([verdict.loop], verdict.consecutive_failures)
+        max_age.add_metric([verdict.loop], verdict.max_age_seconds)
         for candidate in LoopStatus:
             status.add_metric([verdict.loop, str(candidate)], int(candidate == verdict.status))
-    return [last_success, last_start, failures, status]
+    return [last_success, last_start, failures, status, max_age]
 
 
 def _outbox_metrics(db: HealthDatabase) -> list[Metric]:

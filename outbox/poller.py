@@ -118,10 +118,10 @@ def publishable_query(table: Table, now: datetime) -> Any:
     parked or waiting for its next attempt.
     """
     earlier = table.alias("earlier")
-    # OFFSET 0 keeps PostgreSQL from turning the EXISTS into an anti-join. The
-    # planner estimates almost no blocking rows and then scans the whole table
-    # once per claim; as a correlated subquery it makes one lookup per claimed
-    # row in the index of unpublished rows by aggregate.
+    # OFFSET 0 keeps PostgreSQL from turning the EXISTS into an anti-join. As an
+    # anti-join, the planner expects almost no blocking rows and scans the whole
+    # table once per claim. As a correlated subquery, it looks each claimed row's
+    # aggregate up in the index of unpublished rows.
     blocking_rows = (
         select(literal(1))
         .select_from(earlier)

@@ -345,9 +345,9 @@ def redis_stored_message(
 ) -> str:
     """Return ``message`` as kombu's Redis transport stores it in a queue list.
 
-    The text equals ``json.dumps`` of kombu's message dict (kombu 5.7,
-    ``Channel._put``) with its keys in kombu's order; it is built from a fixed
-    form so that the long base64 body is not scanned for characters to escape.
+    The text equals ``json.dumps`` of the message dict that kombu 5.7 stores
+    (``Channel._put``), keys in kombu's order. It is built from a fixed form, so
+    the long base64 body is not scanned for characters to escape.
     ``delivery_tag`` must be unique among unacknowledged messages; a random
     UUID is used when none is given. The body is ``payload_json`` when set.
     """
@@ -378,9 +378,9 @@ class AmqpPublisher(Publisher):
     arrived failed even though it was acked.
     """
 
-    # NOTE: failures are known only after the whole batch was sent, so later
-    # messages of an aggregate whose message was returned or nacked may already
-    # be delivered; they count as published, and the failed one is retried later.
+    # NOTE: failures are known only after the whole batch was sent. Later messages
+    # of an aggregate whose message was returned or nacked may already be delivered.
+    # They count as published, and the failed one is retried after them.
 
     def __init__(self, connection: Connection, route: StreamRoute, timeout_seconds: float) -> None:
         super().__init__(connection, route, timeout_seconds)

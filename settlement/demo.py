@@ -327,6 +327,20 @@ def _insert_outbox_backlog(
     progress.finish()
 
 
+def _analyze(engine: Engine) -> None:
+    """Refresh the planner statistics after the bulk load, as a DBA would.
+
+    Without it PostgreSQL plans the first settlement with the estimates of an
+    empty table until autovacuum gets to it.
+    """
+    with engine.connect() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE"))
+        else:
+            connection.execute(text("ANALYZE"))
+            connection.commit()
+
+
 def is_empty(engine: Engine) -> bool:
     """True when the database has no players yet."""
     with engine.connect() as connection:
@@ -374,6 +388,7 @@ def generate(
         _insert_reference_data(rng, connection, profiles)
     _insert_bets(engine, _bet_rows(rng, profiles, bets, start, days), bets)
     _insert_outbox_backlog(rng, profiles, outbox_backlog)
+    _analyze(engine)
     logger.info(
         "generated %d players, %d bets from %s to %s, %d outbox events per stream (seed %d)",
         players,

@@ -195,7 +195,8 @@ _UNNEST_LEDGER_INSERT = text(
 
 
 #: The balance update of a whole batch from column arrays (PostgreSQL). A wallet appears
-#: at most once per batch, because each player has one wallet and one item per run.
+#: at most once per batch: wallets.player_id is unique, and so is an item's
+#: (run_id, player_id).
 _UNNEST_BALANCE_UPDATE = text(
     "UPDATE wallets AS w"
     " SET balance_minor = w.balance_minor + v.amount_minor, updated_at = CURRENT_TIMESTAMP"

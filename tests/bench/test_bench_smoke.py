@@ -48,7 +48,10 @@ def test_bench_all_benchmarks_report_figures(
     assert text.startswith("# Benchmarks\n\nanalysis above\n\n")
     assert text.endswith(f"{RESULTS_END}\n\ntail\n")
     assert "\nold\n" not in text
-    assert "| outbox_throughput | drain_stream, PostgreSQL to Redis, 600 rows, batches of 500 |" in text
+    assert (
+        "| outbox_throughput | drain_stream, PostgreSQL to Redis, 600 rows, batches of 500 |"
+        in text
+    )
 
 
 def test_bench_results_appended_without_markers(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -109,6 +110,24 @@ def test_metrics_loop_series(health_db: HealthDatabase, database_url: str) -> No
     for _name, labels in samples:
         assert "hostname" not in dict(labels)
         assert "worker" not in dict(labels)
+
+
+def test_metrics_loop_max_age(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OUTBOX_MAX_AGE_SECONDS", "45")
+    monkeypatch.setenv("SETTLEMENT_GRACE_SECONDS", "600")
+    monkeypatch.setenv("LOSSBACK_PERIOD", "daily")
+
+    samples = scrape(database_url)
+
+    def max_age(loop: str) -> float:
+        return samples[("loop_max_age_seconds", (("loop", loop),))]
+
+    assert max_age("outbox.wallet") == 45.0
+    assert max_age("outbox.rolling") == 45.0
+    assert max_age("outbox.agent") == 45.0
+    assert max_age("settlement.rebate") == 86_400.0 + 600.0
+    assert max_age("settlement.cashback") == 7 * 86_400.0 + 600.0
+    assert max_age("settlement.lossback") == 86_400.0 + 600.0
 
 
 def test_metrics_outbox_series(health_db: HealthDatabase, database_url: str) -> None:
