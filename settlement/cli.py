@@ -26,7 +26,7 @@ from app.settings import settings_or_exit
 from settlement.errors import InvalidPeriod
 from settlement.periods import SETTLEMENT_KINDS, parse_period, period_length
 from settlement.records import VoidRejected, load_runs, run_report, void_item
-from settlement.runner import SettlementPlan, plan_settlement
+from settlement.runner import SettlementPlan, plan_settlement, resolve_run_period
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +132,14 @@ def run_run(args: argparse.Namespace) -> int:
         # record a successful iteration and refresh freshness without a credit.
         _print_plan(plan_settlement(args.kind, args.period), args.json)
         return EXIT_OK
+
+    # A bad period is an input error, checked before the task runs: through the
+    # task it would be recorded as a failed iteration of the loop.
+    try:
+        resolve_run_period(args.kind, args.period)
+    except InvalidPeriod as exc:
+        print(f"settlement {args.kind} not run: {exc}", file=sys.stderr)
+        return EXIT_INVALID
 
     # Celery is imported here only, so report and void do not load it.
     from app.celery_app import celery

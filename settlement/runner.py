@@ -161,7 +161,18 @@ def _planned_from_calculation(
     )
 
 
-def _resolve(kind: str, period_text: str | None, engine: Engine, settings: Settings) -> Period:
+def resolve_run_period(
+    kind: str,
+    period_text: str | None,
+    engine: Engine | None = None,
+    settings: Settings | None = None,
+) -> Period:
+    """Return the period a run of ``kind`` would settle, by the database clock.
+
+    Raises InvalidPeriod for a malformed period or one that has not ended.
+    """
+    engine = engine or get_engine()
+    settings = settings or get_settings()
     _calculator(kind)
     with transaction(engine) as session:
         now = database_now(session)
@@ -184,7 +195,7 @@ def plan_settlement(
     """Compute what a run would credit, without writing anything (the dry run)."""
     settings = settings or get_settings()
     engine = engine or get_engine()
-    period = _resolve(kind, period_text, engine, settings)
+    period = resolve_run_period(kind, period_text, engine, settings)
     with Session(engine) as session:
         items = plan_items(session, kind, period)
         session.rollback()
@@ -214,7 +225,7 @@ def run_settlement(
     engine = engine or get_engine()
     gateway = gateway or LedgerGateway()
     hostname = hostname or socket.gethostname()
-    period = _resolve(kind, period_text, engine, settings)
+    period = resolve_run_period(kind, period_text, engine, settings)
 
     with (
         log_context(loop=f"settlement.{kind}"),

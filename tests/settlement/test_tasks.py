@@ -132,6 +132,7 @@ def test_cli_run_bad_period_exits_2(celery_app: Celery, capsys: pytest.CaptureFi
     assert code == 2
     assert "the week containing 2026-12-03 is 2026-W49" in capsys.readouterr().err
     assert runs() == []
+    assert loop_record("settlement.cashback") is None
 
 
 def test_cli_dry_run_prints_and_writes_nothing(
