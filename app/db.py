@@ -1,7 +1,8 @@
 """SQLAlchemy engine, the declarative base, and the one transaction helper.
 
-Every write in the project goes through :func:`transaction`, so commit and
-rollback happen in one place.
+Domain code opens its sessions through :func:`transaction`, so commit and
+rollback happen in one place. The health probes and the bulk data loader use
+plain connections instead, for start-up time and speed.
 """
 
 from __future__ import annotations

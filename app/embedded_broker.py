@@ -4,8 +4,8 @@ kombu 5.7's filesystem transport creates a message file and then writes it. A
 consumer that lists the folder in between moves the still-empty file away and
 fails to decode it, which stops the worker (seen with ``celery worker --beat``,
 where beat writes while the consumer reads). Here each message is written to a
-temporary name that consumers ignore and then renamed into place, so a
-consumer only ever sees complete files.
+temporary name that consumers skip and then renamed into place. A rename is
+atomic, so a consumer only ever reads complete files.
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ class Transport(filesystem.Transport):
 def use_atomic_filesystem_transport() -> None:
     """Make the ``filesystem://`` scheme resolve to :class:`Transport` in this process.
 
-    kombu resolves a URL scheme through ``TRANSPORT_ALIASES``; pointing the
-    alias here keeps ``filesystem://`` in URLs and logs while every connection
+    kombu resolves a URL scheme through ``TRANSPORT_ALIASES``. Pointing the
+    alias here keeps ``filesystem://`` in URLs and logs, and every connection
     (worker, beat, outbox publisher, control commands) gets the atomic writes.
     """
     TRANSPORT_ALIASES["filesystem"] = f"{__name__}:Transport"
@@ -59,8 +59,8 @@ def transport_options(settings: Settings) -> dict[str, Any]:
 
     Also installs the atomic transport. The filesystem transport is the
     embedded broker because it supports fanout exchanges, which
-    ``celery inspect ping`` and other control commands need; kombu's
-    SQLAlchemy transport has no broadcast, so those commands get no reply.
+    ``celery inspect ping`` and other control commands need. kombu's
+    SQLAlchemy transport has no broadcast, so those commands get no reply there.
     """
     use_atomic_filesystem_transport()
     root = Path(settings.var_dir).resolve() / "broker"

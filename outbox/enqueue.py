@@ -19,7 +19,7 @@ from app.settings import get_settings
 from outbox.errors import InvalidOutboxEvent
 from outbox.models import OUTBOX_MODELS
 
-#: Longest event type and aggregate id, matching the column sizes.
+#: Maximum lengths, in characters, of the text fields; they match the column sizes.
 MAX_EVENT_TYPE_CHARS = 128
 MAX_AGGREGATE_ID_CHARS = 128
 MAX_AGGREGATE_TYPE_CHARS = 64

@@ -1,11 +1,12 @@
 """Run the whole job on a generated data set and print a report: ``make demo``.
 
-Steps: migrate, generate data (unless the database already has players),
-start ``celery -A app worker --beat``, send the three settlement tasks for
-their last complete periods, wait until the runs finish and every outbox
-stream is drained (or the time limit passes), take the health verdict, stop
-the worker, then report events published per stream, each settlement run
-with counts, totals and duration, and whether the totals agree:
+The script migrates and generates data unless the database already has
+players. It starts ``celery -A app worker --beat`` and sends the three
+settlement tasks for their last complete periods. It waits until the runs
+finish and every outbox stream is drained, or the time limit passes, then
+takes the health verdict and stops the worker. The report lists events
+published per stream, each settlement run with counts, totals and duration,
+and whether the totals agree:
 
 * the credited items' amounts equal the ledger rows they wrote, per kind;
 * every credit has its ``wallet.credited`` event in ``wallet_outbox``.

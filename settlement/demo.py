@@ -1,11 +1,11 @@
 """Generate a realistic, deterministic data set: ``python -m settlement.demo``.
 
-The same seed and options always give the same rows. Defaults: 20,000 players
-over six VIP tiers and three currencies (KRW has 0 decimals), 1,000,000 bets
-settled over the 14 days before today in the business time zone, heavy-tailed
-stakes, a house edge per game category, about 1% voided bets, some closed and
-suspended wallets, promotion terms for every kind, and a backlog in each
-outbox stream.
+The same seed and options always give the same rows. By default there are
+20,000 players over six VIP tiers and three currencies (KRW has 0 decimals).
+They have 1,000,000 bets settled over the 14 days before today in the business
+time zone, with heavy-tailed stakes, a house edge per game category and about
+1% voided bets. Some wallets are closed or suspended. Promotion terms exist for
+every kind, and each outbox stream has a backlog.
 """
 
 from __future__ import annotations
