@@ -170,7 +170,10 @@ def _loop_status(
         if in_grace:
             return LoopStatus.NEVER, "no success recorded yet, within the start-up grace"
         if record.last_started_at is None:
-            return LoopStatus.STALE, "no iteration has run (is beat running?)"
+            return (
+                LoopStatus.STALE,
+                "no iteration has run (is beat running and the broker reachable?)",
+            )
         return LoopStatus.STALE, "no success recorded" + _failure_note(record)
 
     success_age = _seconds_between(record.last_success_at, now)
@@ -185,7 +188,7 @@ def _loop_status(
         if record.consecutive_failures > 0:
             reason += _failure_note(record)
         elif not_running:
-            reason += "; no iteration started since (is beat running?)"
+            reason += "; no iteration started since (is beat running and the broker reachable?)"
         return LoopStatus.STALE, reason
 
     if oldest_publishable_at is not None:

@@ -56,6 +56,10 @@ COMMAND_TIMEOUT_SECONDS = 120.0
 #: Seconds one /metrics request may take.
 SCRAPE_TIMEOUT_SECONDS = 5.0
 
+#: Celery queues of the project, and kombu's Redis hash of delivered, unacknowledged messages.
+CELERY_QUEUES = ("celery", "outbox", "settlement")
+KOMBU_UNACKED_KEY = "unacked"
+
 #: Metric samples keyed by metric name and sorted (label, value) pairs.
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -109,6 +113,15 @@ class ManagedProcess:
         if not self._log.closed:
             self._log.flush()
         return self.log_path.read_text(errors="replace")
+
+    def pause(self) -> None:
+        """Stop the process with SIGSTOP; it keeps its connections but does nothing."""
+        if self.alive():
+            os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.alive():
+            os.kill(self.process.pid, signal.SIGCONT)
 
     def terminate(self) -> int | None:
         """Send SIGTERM to the process and wait; return its exit status, or None if it hung."""
@@ -288,6 +301,19 @@ class Stack:
         if self.redis is not None:
             self.redis.kill()
             self.redis = None
+
+    def broker_idle(self) -> tuple[bool, str]:
+        """Return whether the Celery queues are empty and no message is unacknowledged.
+
+        The key names are those of kombu's Redis transport without a key prefix.
+        """
+        try:
+            with self.redis_client() as client:
+                queued = sum(int(client.llen(queue)) for queue in CELERY_QUEUES)
+                unacked = int(client.hlen(KOMBU_UNACKED_KEY))
+        except redis.RedisError as exc:
+            return False, f"Redis not readable: {exc}"
+        return queued == 0 and unacked == 0, f"{queued} queued, {unacked} unacknowledged"
 
     def redis_client(self) -> redis.Redis:
         return redis.Redis(host=LOOPBACK_HOST, port=self.redis_port, socket_timeout=5)

@@ -16,12 +16,12 @@ from app.db import transaction
 from app.outcome import IterationFailure
 from app.settings import get_settings
 from health.models import LoopHealth
-from tests.conftest import point_settings_at
 
-# Imported here, outside any test: celery.contrib.testing restores the set of
-# shared-task registrations after each test, so tasks first imported inside a
-# test would be missing from the next test's app.
+# Imported at module level, outside any test: celery.contrib.testing restores
+# the set of shared-task registrations after each test, so tasks first imported
+# inside a test would be missing from the next test's app.
 from tests import loop_tasks  # noqa: F401
+from tests.conftest import point_settings_at
 
 #: Seconds a test waits for the worker to return a task result.
 RESULT_TIMEOUT_SECONDS = 30

@@ -97,7 +97,7 @@ def test_evaluate_not_running_stale() -> None:
     assert verdict.status == LoopStatus.STALE
     assert verdict.reason == (
         "last success 500s ago, over the maximum age of 120s; "
-        "no iteration started since (is beat running?)"
+        "no iteration started since (is beat running and the broker reachable?)"
     )
 
 
@@ -170,7 +170,7 @@ def test_evaluate_no_worker_start_no_grace() -> None:
     verdict = verdict_of(LoopRecord("outbox.wallet"), startup_grace_seconds=300)
 
     assert verdict.status == LoopStatus.STALE
-    assert verdict.reason == "no iteration has run (is beat running?)"
+    assert verdict.reason == "no iteration has run (is beat running and the broker reachable?)"
 
 
 def test_evaluate_weekly_loop_grace_is_its_budget() -> None:
@@ -229,7 +229,7 @@ def test_readiness_one_stale_critical_loop_not_ready() -> None:
     assert readiness.ready is False
     assert readiness.reason == (
         "settlement.rebate stale: last success 200000s ago, over the maximum age of 97200s; "
-        "no iteration started since (is beat running?)"
+        "no iteration started since (is beat running and the broker reachable?)"
     )
 
 

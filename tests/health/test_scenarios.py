@@ -195,7 +195,8 @@ def test_beat_stopped_stale(
     assert stale.exit_code == 1
     assert stale.stdout.splitlines()[1].split()[:2] == ["outbox.wallet", "stale"]
     assert stale.stdout.splitlines()[-1].endswith(
-        "over the maximum age of 1s; no iteration started since (is beat running?)"
+        "over the maximum age of 1s;"
+        " no iteration started since (is beat running and the broker reachable?)"
     )
 
 
