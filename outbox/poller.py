@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -66,6 +67,7 @@ from outbox.publisher import (
     PublishStatus,
     open_publisher,
 )
+from outbox.row_checks import unpublishable_reason
 from outbox.streams import StreamRoute, stream_route
 
 logger = logging.getLogger(__name__)
@@ -258,8 +260,12 @@ def _record_results(
     now: datetime,
     settings: Settings,
     outcome: OutboxOutcome,
+    park_now: set[uuid.UUID],
 ) -> None:
-    """Mark accepted rows published in one statement and record attempts on failed ones."""
+    """Mark accepted rows published in one statement and record attempts on failed ones.
+
+    Rows in ``park_now`` failed a row check and are parked on this attempt.
+    """
     published_ids: list[int] = []
     failures: list[dict[str, Any]] = []
 
@@ -273,7 +279,7 @@ def _record_results(
 
         attempts = row.attempts + 1
         error = result.error or "unknown publish error"
-        parked = attempts >= settings.outbox_max_attempts
+        parked = attempts >= settings.outbox_max_attempts or row.event_id in park_now
         wait_seconds = backoff_seconds(attempts)
         failures.append(
             {
@@ -289,7 +295,7 @@ def _record_results(
         with log_context(event_id=str(row.event_id)):
             if parked:
                 logger.error(
-                    "outbox row parked after %d failed attempts, aggregate %s %s: %s",
+                    "outbox row parked after %d failed attempt(s), aggregate %s %s: %s",
                     attempts,
                     row.aggregate_type,
                     row.aggregate_id,
@@ -352,13 +358,46 @@ def poll_batch(
         if not rows:
             return 0
 
-        publish_deadline = time.monotonic() + settings.broker_timeout_seconds
         messages = [_message_of(row, publisher.reads_payload_json) for row in rows]
-        results = publisher.publish_batch(messages, deadline=publish_deadline)
+        results, park_now = _publish_checked(publisher, messages, settings)
 
         marked_at = database_now(session)
-        _record_results(session, table, rows, results, marked_at, settings, outcome)
+        _record_results(session, table, rows, results, marked_at, settings, outcome, park_now)
     return len(rows)
+
+
+def _publish_checked(
+    publisher: Publisher, messages: list[OutboxMessage], settings: Settings
+) -> tuple[list[PublishResult], set[uuid.UUID]]:
+    """Publish the messages that pass the row checks; return one result per message.
+
+    A message that fails a check is not sent and its event id is returned in
+    the second value, to be parked at once. Later messages of its aggregate
+    are not sent either, so the aggregate's order holds.
+    """
+    park_now: set[uuid.UUID] = set()
+    blocked_aggregates: set[tuple[str, str]] = set()
+    preset: dict[uuid.UUID, PublishResult] = {}
+    sendable: list[OutboxMessage] = []
+
+    for message in messages:
+        aggregate = (message.aggregate_type, message.aggregate_id)
+        if aggregate in blocked_aggregates:
+            preset[message.event_id] = PublishResult(message.event_id, PublishStatus.NOT_SENT)
+            continue
+        reason = unpublishable_reason(message, settings.outbox_max_payload_bytes)
+        if reason is not None:
+            preset[message.event_id] = PublishResult(message.event_id, PublishStatus.FAILED, reason)
+            park_now.add(message.event_id)
+            blocked_aggregates.add(aggregate)
+            continue
+        sendable.append(message)
+
+    publish_deadline = time.monotonic() + settings.broker_timeout_seconds
+    sent = publisher.publish_batch(sendable, deadline=publish_deadline) if sendable else []
+    sent_by_id = {result.event_id: result for result in sent}
+    results = [preset.get(m.event_id) or sent_by_id[m.event_id] for m in messages]
+    return results, park_now
 
 
 def drain_stream(

@@ -63,13 +63,6 @@ def insert_raw_row(
     return event_id
 
 
-#: Why the two raw-row tests fail with the current poller; see docs/reliability.md.
-NO_ROW_CHECK = (
-    "the poller sends every claimed row without checking it: an oversized payload makes Redis"
-    " close the connection, so the whole batch fails; an empty event type is published"
-)
-
-
 def run_with_bad_row(
     small_redis: PrivateRedis, aggregate_id: str, event_type: str, payload: Any
 ) -> tuple[Any, uuid.UUID, list[uuid.UUID]]:
@@ -104,7 +97,6 @@ def assert_parked_others_published(
     assert record.consecutive_failures == 1
 
 
-@pytest.mark.xfail(strict=True, reason=NO_ROW_CHECK)
 def test_row_over_broker_limit_parked(fault_db: str, small_redis: PrivateRedis) -> None:
     payload = {"blob": "x" * OVERSIZED_PAYLOAD_CHARS}
 
@@ -113,7 +105,6 @@ def test_row_over_broker_limit_parked(fault_db: str, small_redis: PrivateRedis) 
     assert_parked_others_published(result, bad, good, small_redis, "bytes")
 
 
-@pytest.mark.xfail(strict=True, reason=NO_ROW_CHECK)
 def test_row_without_event_type_parked(fault_db: str, small_redis: PrivateRedis) -> None:
     result, bad, good = run_with_bad_row(small_redis, "untyped", "", {"amount_minor": 1})
 
