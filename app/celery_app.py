@@ -104,16 +104,20 @@ def _setup_logging(**_: Any) -> None:
 @signals.celeryd_init.connect
 def _check_schema_before_worker(**_: Any) -> None:
     # celeryd_init comes from the ``celery worker`` program only, not from in-process test workers.
+    from app.broker_check import broker_or_exit
     from app.schema_check import schema_or_exit
 
     schema_or_exit(settings, "worker")
+    broker_or_exit(settings, "worker")
 
 
 @signals.beat_init.connect
 def _check_schema_before_beat(**_: Any) -> None:
+    from app.broker_check import broker_or_exit
     from app.schema_check import schema_or_exit
 
     schema_or_exit(settings, "beat")
+    broker_or_exit(settings, "beat")
 
 
 @signals.worker_process_init.connect

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import resource
 import statistics
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -42,7 +41,7 @@ class Sizes:
 
 QUICK = Sizes("quick", 3, 600, 300, 300, 200, 3, 30)
 #: The spec's 200,000 outbox rows. Settlement runs on a fifth of the spec's 100,000 players,
-#: because at about 4,000 credits/s its six runs would take about 4 minutes.
+#: because its six runs at 100,000 players take about 3 minutes on a 2-core machine.
 DEFAULT = Sizes("default", 3, 200_000, 20_000, 20_000, 20_000, 7, 300)
 FULL = Sizes("full", 3, 200_000, 50_000, 50_000, 100_000, 11, 1_000)
 
@@ -81,12 +80,6 @@ class Report:
     def add(self, figure: Figure) -> Figure:
         self.figures.append(figure)
         return figure
-
-    def find(self, benchmark: str, name: str) -> Figure | None:
-        for figure in self.figures:
-            if figure.benchmark == benchmark and figure.name == name:
-                return figure
-        return None
 
 
 def peak_rss_mib() -> float:
@@ -134,13 +127,6 @@ def private_postgres(label: str) -> Iterator[str]:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
-
-
-def timed(function: Callable[[], Any]) -> float:
-    """Return the wall-clock seconds ``function()`` took."""
-    started = time.perf_counter()
-    function()
-    return time.perf_counter() - started
 
 
 def load_average() -> float:

@@ -10,26 +10,22 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from app.broker_check import EXIT_BROKER_UNAVAILABLE
 from app.schema_check import EXIT_DATABASE_UNAVAILABLE
 from app.settings import EXIT_CONFIG_ERROR
 from tests.conftest import POSTGRES_ADMIN_URL, require_service
 from tests.faults.conftest import POSTGRES_PASSWORD, REDIS_PASSWORD, process_env
 from tests.faults.servers import (
-    ManagedProcess,
     OutputLog,
     celery_command,
-    managed,
     python_module,
     run_command,
-    wait_until,
 )
 
 pytestmark = [pytest.mark.faults]
 
 #: Exit status of ``python -m health check|live`` when it cannot tell.
 HEALTH_EXIT_UNKNOWN = 2
-#: Seconds a worker that cannot reach its broker is watched before the test stops it.
-BROKER_RETRY_WATCH_SECONDS = 20
 
 
 @pytest.fixture
@@ -186,26 +182,25 @@ def test_health_cli_database_without_migrations(
 
 
 @pytest.mark.postgres
-def test_worker_retries_closed_broker_port(
-    fault_db: str, closed_port: int, output_log: OutputLog, tmp_path: Path
+@pytest.mark.parametrize("program", ["worker", "beat"])
+def test_broker_closed_port_stops_program(
+    program: str, fault_db: str, closed_port: int, output_log: OutputLog, tmp_path: Path
 ) -> None:
+    args = worker_args(tmp_path) if program == "worker" else beat_args(tmp_path)
     broker_url = f"redis://:{REDIS_PASSWORD}@127.0.0.1:{closed_port}/0"
-    worker = ManagedProcess(
-        worker_args(tmp_path),
+
+    result = run_command(
+        args,
         process_env(BROKER_URL=broker_url, RESULT_BACKEND="disabled"),
-        output_log.new_file("worker-broker-closed"),
+        output_log,
+        f"{program}-broker-closed",
     )
 
-    with managed(worker):
-        wait_until(
-            lambda: worker.output().count("Cannot connect to redis://") >= 2,
-            BROKER_RETRY_WATCH_SECONDS,
-            "two broker connection attempts",
-        )
-        assert worker.alive()
-        output = worker.output()
-
-    assert f"Cannot connect to redis://:***@127.0.0.1:{closed_port}/0" in output
-    assert "Traceback" not in output
-    assert REDIS_PASSWORD not in output
-    assert " ready." not in output
+    assert_one_line_error(
+        result.stderr,
+        EXIT_BROKER_UNAVAILABLE,
+        result.returncode,
+        f"{program}: cannot start: broker redis://:***@127.0.0.1:{closed_port}/0 is unreachable"
+        " after 3 attempts",
+    )
+    assert "Connection refused" in result.stderr
