@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, text
+from sqlalchemy import ColumnElement, DateTime, Engine, MetaData, create_engine, event, func, text
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.orm import DeclarativeBase, Session
 from sqlalchemy.types import TypeDecorator
@@ -132,6 +132,18 @@ def transaction(engine: Engine | None = None) -> Iterator[Session]:
     """Yield a session inside one transaction: commit on normal exit, roll back on error."""
     with Session(engine or get_engine(), expire_on_commit=False) as session, session.begin():
         yield session
+
+
+def database_now_expression(dialect_name: str) -> ColumnElement[Any]:
+    """Return a SQL expression for the database server's current time.
+
+    Writes that only store "now" use it inline, which saves the round trip of
+    :func:`database_now`. On SQLite the text matches how UtcDateTime stores
+    naive UTC.
+    """
+    if dialect_name == "postgresql":
+        return func.clock_timestamp()
+    return func.strftime("%Y-%m-%d %H:%M:%f", "now")
 
 
 def database_now(session: Session) -> datetime:

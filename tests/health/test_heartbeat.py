@@ -65,6 +65,8 @@ def test_tick_not_ready_keeps_heartbeat(health_db: HealthDatabase) -> None:
         "UPDATE loop_health SET last_success_at = ? WHERE loop_name = 'settlement.rebate'",
         (health_db.bind_time(started_at.replace(year=2020)),),
     )
+    # SQLite's clock has millisecond resolution; the second tick must get a later time.
+    time.sleep(0.002)
 
     readiness = tick(health_db, SPECS, HOST, ["settlement"], started_at, 300)
 
