@@ -34,7 +34,10 @@ def _consumed_queues(worker: Any) -> list[str]:
 class HeartbeatStep(bootsteps.StartStopStep):
     """Worker step: start the heartbeat timer with the worker and mark the row stopped at exit."""
 
-    requires = ("celery.worker.components:Pool",)
+    # After the pool and the embedded beat (``worker --beat``) have forked their
+    # processes: a child forked while this thread holds SQLite's mutex would hang
+    # on its first database call, as beat did with the embedded default.
+    requires = ("celery.worker.components:Pool", "celery.worker.components:Beat")
     label = "health heartbeat"
 
     def create(self, worker: Any) -> HeartbeatTimer:

@@ -45,7 +45,7 @@ def calculate_net_loss_credit(activity: PlayerActivity, terms: Terms) -> Calcula
     weighted_rate = (
         sum(
             (
-                Fraction(terms.rate(activity.vip_tier, category.category)) * category.net_loss_minor
+                terms.rate_fraction(activity.vip_tier, category.category) * category.net_loss_minor
                 for category in losing
             ),
             Fraction(0),

@@ -11,6 +11,7 @@ credited.
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -50,29 +51,17 @@ SQLITE_TRANSIENT_MARKERS = ("database is locked", "database is busy")
 
 T = TypeVar("T")
 
-#: One UPDATE of a whole batch's items from column arrays (PostgreSQL), in place of one
-#: UPDATE per item.
-_UNNEST_ITEM_UPDATE = text(
+#: One UPDATE of a whole batch's items (PostgreSQL), in place of one UPDATE per item. The
+#: rows arrive as one JSON array of arrays, which the database parses much faster than
+#: the driver escapes array parameters. The time is the database clock, as database_now
+#: reads it, without a round trip of its own.
+_JSON_ITEM_UPDATE = text(
     "UPDATE settlement_items AS item"
-    " SET status = v.status, reason = v.reason, error = v.error, attempts = v.attempts,"
-    " updated_at = :updated_at"
-    " FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[]), CAST(:reasons AS text[]),"
-    " CAST(:errors AS text[]), CAST(:attempts AS integer[]))"
-    " AS v(id, status, reason, error, attempts)"
-    " WHERE item.id = v.id"
+    " SET status = r->>1, reason = r->>2, error = r->>3, attempts = CAST(r->>4 AS integer),"
+    " updated_at = clock_timestamp()"
+    " FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS r"
+    " WHERE item.id = CAST(r->>0 AS bigint)"
 )
-
-
-def _as_columns(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Turn item update rows into the column arrays of _UNNEST_ITEM_UPDATE."""
-    return {
-        "ids": [row["id"] for row in rows],
-        "statuses": [row["status"] for row in rows],
-        "reasons": [row["reason"] for row in rows],
-        "errors": [row["error"] for row in rows],
-        "attempts": [row["attempts"] for row in rows],
-        "updated_at": rows[0]["updated_at"],
-    }
 
 
 class GatewayResultMissing(RuntimeError):
@@ -175,28 +164,35 @@ class BatchCrediter:
     def _write_results(
         self, session: Session, credits: Sequence[Credit], results: dict[int, CreditResult]
     ) -> None:
-        now = database_now(session)
         rows = []
         for credit in credits:
             result = results[credit.item_id]
-            status = "credited" if result.status == "already_credited" else result.status
+            status = result.status
             reason = result.reason
-            if result.status == "already_credited":
+            if status == "already_credited":
+                status = "credited"
                 reason = f"credited_earlier: {result.reason}"
             rows.append(
-                {
-                    "id": credit.item_id,
-                    "status": status,
-                    "reason": reason,
-                    "error": result.error,
-                    "attempts": self.attempts[credit.item_id],
-                    "updated_at": now,
-                }
+                (credit.item_id, status, reason, result.error, self.attempts[credit.item_id])
             )
         if session.get_bind().dialect.name == "postgresql":
-            session.execute(_UNNEST_ITEM_UPDATE, _as_columns(rows))
-        else:
-            session.execute(update(SettlementItem), rows)
+            session.execute(_JSON_ITEM_UPDATE, {"rows": json.dumps(rows, separators=(",", ":"))})
+            return
+        now = database_now(session)
+        session.execute(
+            update(SettlementItem),
+            [
+                {
+                    "id": item_id,
+                    "status": status,
+                    "reason": reason,
+                    "error": error,
+                    "attempts": attempts,
+                    "updated_at": now,
+                }
+                for item_id, status, reason, error, attempts in rows
+            ],
+        )
 
     def _record_failed(self, credits: Sequence[Credit], exc: BaseException) -> None:
         error = describe_error(exc)

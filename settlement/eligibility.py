@@ -51,7 +51,9 @@ def iter_activity(session: Session, period: Period) -> Iterator[PlayerActivity]:
         # (0.1) PostgreSQL may pick a fast-start nested loop for the cursor that
         # yield_per opens, which is far slower when the row estimates are off.
         session.execute(text("SET LOCAL cursor_tuple_fraction = 1.0"))
-    rows = session.execute(query.execution_options(yield_per=ACTIVITY_FETCH_ROWS))
+    # A Core execution on the session's connection: the rows are plain tuples, without
+    # the ORM's per-row loading work.
+    rows = session.connection().execute(query.execution_options(yield_per=ACTIVITY_FETCH_ROWS))
 
     current: PlayerActivity | None = None
     categories: list[CategoryTotals] = []

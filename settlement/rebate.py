@@ -32,7 +32,7 @@ def calculate_rebate(activity: PlayerActivity, terms: Terms) -> Calculation:
 
     exact_amount_minor = sum(
         (
-            Fraction(terms.rate(activity.vip_tier, category.category)) * category.stake_minor
+            terms.rate_fraction(activity.vip_tier, category.category) * category.stake_minor
             for category in totals
         ),
         Fraction(0),

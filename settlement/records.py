@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import queue
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, case, func, insert, select
+from sqlalchemy import Engine, case, func, insert, select, text
 from sqlalchemy.orm import Session
 
 from app.db import database_now, transaction
@@ -100,39 +104,215 @@ def close_abandoned_runs(engine: Engine, kind: str, period_key: str) -> list[int
         return [run.id for run in abandoned]
 
 
+#: Planned items sent to the database per INSERT statement while planning.
+ITEM_INSERT_ROWS = 5_000
+
+#: One INSERT of a chunk of items (PostgreSQL). The rows arrive as one JSON array of
+#: arrays, which the database parses much faster than the driver escapes array
+#: parameters, and the statement text does not grow with the chunk.
+_JSON_ITEM_INSERT = text(
+    "INSERT INTO settlement_items"
+    " (run_id, kind, period_key, player_id, currency, basis_minor, amount_minor, status,"
+    " idempotency_key, reason, error, attempts, details, updated_at)"
+    " SELECT :run_id, :kind, :period_key, CAST(r->>0 AS bigint), r->>1,"
+    " CAST(r->>2 AS bigint), CAST(r->>3 AS bigint), r->>4, r->>5, r->>6, r->>7, 0,"
+    " CAST(r->>8 AS json), :updated_at"
+    " FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS r"
+)
+
+
 def insert_items(
-    session: Session, run_id: int, kind: str, period_key: str, planned: list[PlannedItem]
-) -> dict[int, int]:
-    """Insert one item per planned player; returns player id -> item id."""
-    if not planned:
-        return {}
+    session: Session,
+    run_id: int,
+    kind: str,
+    period_key: str,
+    planned: Iterable[PlannedItem],
+    chunk_rows: int = ITEM_INSERT_ROWS,
+) -> int:
+    """Insert one item per planned player, ``chunk_rows`` per statement; returns the count.
+
+    ``planned`` is consumed as it is inserted, so a caller can pass a generator and
+    never hold every item in memory.
+    """
     now = database_now(session)
+    postgres = session.get_bind().dialect.name == "postgresql"
+    inserted = 0
+    for chunk in _chunks(planned, chunk_rows):
+        if postgres:
+            session.execute(
+                _JSON_ITEM_INSERT, _item_parameters(run_id, kind, period_key, now, chunk)
+            )
+        else:
+            rows = [_item_row(run_id, kind, period_key, now, item) for item in chunk]
+            session.execute(insert(SettlementItem.__table__), rows)  # type: ignore[arg-type]
+        inserted += len(chunk)
+    return inserted
+
+
+#: Chunks of planned items waiting for the sending thread of insert_items_overlapped.
+OVERLAP_QUEUED_CHUNKS = 2
+
+
+def insert_items_overlapped(
+    session: Session,
+    run_id: int,
+    kind: str,
+    period_key: str,
+    planned: Iterable[PlannedItem],
+    chunk_rows: int = ITEM_INSERT_ROWS,
+) -> int:
+    """Like :func:`insert_items`, but a second thread sends each chunk (PostgreSQL).
+
+    The database inserts one chunk while this thread computes the next, so
+    ``planned`` must not read through ``session``. Only the sending thread
+    uses ``session`` until this returns. The first error of either thread is
+    raised here, after the sending thread has stopped.
+    """
+    now = database_now(session)
+    chunks: queue.Queue[list[PlannedItem] | None] = queue.Queue(maxsize=OVERLAP_QUEUED_CHUNKS)
+    send_errors: list[BaseException] = []
+
+    def send() -> None:
+        while (chunk := chunks.get()) is not None:
+            if send_errors:
+                continue  # keep taking chunks so that the producer never blocks
+            try:
+                session.execute(
+                    _JSON_ITEM_INSERT, _item_parameters(run_id, kind, period_key, now, chunk)
+                )
+            except BaseException as exc:  # noqa: BLE001 - raised again by the calling thread
+                send_errors.append(exc)
+
+    sender = threading.Thread(target=send, name=f"settlement-items-{run_id}", daemon=True)
+    sender.start()
+    inserted = 0
+    try:
+        for chunk in _chunks(planned, chunk_rows):
+            if send_errors:
+                break
+            chunks.put(chunk)
+            inserted += len(chunk)
+    finally:
+        chunks.put(None)
+        sender.join()
+    if send_errors:
+        raise send_errors[0]
+    return inserted
+
+
+def _chunks(planned: Iterable[PlannedItem], size: int) -> Iterator[list[PlannedItem]]:
+    chunk: list[PlannedItem] = []
+    for item in planned:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _item_row(
+    run_id: int, kind: str, period_key: str, now: datetime, item: PlannedItem
+) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "kind": kind,
+        "period_key": period_key,
+        "player_id": item.player_id,
+        "currency": item.currency,
+        "basis_minor": item.basis_minor,
+        "amount_minor": item.amount_minor,
+        "status": item.status,
+        "idempotency_key": item.idempotency_key,
+        "reason": item.reason,
+        "error": item.error,
+        "attempts": 0,
+        "details": item.details,
+        "updated_at": now,
+    }
+
+
+def _item_parameters(
+    run_id: int, kind: str, period_key: str, now: datetime, chunk: list[PlannedItem]
+) -> dict[str, Any]:
+    """Turn a chunk of planned items into the parameters of _JSON_ITEM_INSERT."""
     rows = [
-        {
-            "run_id": run_id,
-            "kind": kind,
-            "period_key": period_key,
-            "player_id": item.player_id,
-            "currency": item.currency,
-            "basis_minor": item.basis_minor,
-            "amount_minor": item.amount_minor,
-            "status": item.status,
-            "idempotency_key": item.idempotency_key,
-            "reason": item.reason,
-            "error": item.error,
-            "attempts": 0,
-            "details": item.details,
-            "updated_at": now,
-        }
-        for item in planned
+        (
+            item.player_id,
+            item.currency,
+            item.basis_minor,
+            item.amount_minor,
+            item.status,
+            item.idempotency_key,
+            item.reason,
+            item.error,
+            # The same text SQLAlchemy's JSON type stores (json.dumps), or NULL.
+            None if item.details is None else json.dumps(item.details),
+        )
+        for item in chunk
     ]
-    # A plain executemany, then one SELECT for the ids: INSERT ... RETURNING of many
-    # rows is sent as multi-row VALUES statements that the driver parses every time.
-    session.execute(insert(SettlementItem.__table__), rows)  # type: ignore[arg-type]
-    query = select(SettlementItem.player_id, SettlementItem.id).where(
-        SettlementItem.run_id == run_id
+    return {
+        "run_id": run_id,
+        "kind": kind,
+        "period_key": period_key,
+        "updated_at": now,
+        "rows": json.dumps(rows, separators=(",", ":")),
+    }
+
+
+#: Columns of a pending item that a credit needs, in this order.
+_PENDING_COLUMNS = (
+    SettlementItem.id,
+    SettlementItem.player_id,
+    SettlementItem.currency,
+    SettlementItem.amount_minor,
+    SettlementItem.idempotency_key,
+)
+
+PendingRow = tuple[int, int, str, int, str]
+
+
+def pending_items(session: Session, run_id: int, after_id: int, limit: int) -> list[PendingRow]:
+    """Return up to ``limit`` pending items of the run with ids above ``after_id``, by id.
+
+    Each row is (item id, player id, currency, amount in minor units, idempotency key).
+    """
+    query = (
+        select(*_PENDING_COLUMNS)
+        .where(
+            SettlementItem.run_id == run_id,
+            SettlementItem.status == "pending",
+            SettlementItem.id > after_id,
+        )
+        .order_by(SettlementItem.id)
+        .limit(limit)
     )
-    return {player_id: item_id for player_id, item_id in session.execute(query)}
+    return [tuple(row) for row in session.execute(query)]  # type: ignore[misc]
+
+
+def iter_pending_items(
+    session: Session, run_id: int, batch_rows: int
+) -> Iterator[list[PendingRow]]:
+    """Yield the run's pending items by id, ``batch_rows`` at a time, from one query.
+
+    The rows are fetched through a server-side cursor where the driver has one,
+    so only one batch is held in memory. Rows are as in :func:`pending_items`.
+    """
+    query = (
+        select(*_PENDING_COLUMNS)
+        .where(SettlementItem.run_id == run_id, SettlementItem.status == "pending")
+        .order_by(SettlementItem.id)
+    )
+    result = session.connection().execute(query.execution_options(yield_per=batch_rows))
+    for partition in result.partitions():
+        yield [tuple(row) for row in partition]  # type: ignore[misc]
+
+
+def count_pending(session: Session, run_id: int) -> int:
+    query = select(func.count()).where(
+        SettlementItem.run_id == run_id, SettlementItem.status == "pending"
+    )
+    return int(session.scalar(query) or 0)
 
 
 def earlier_settled(session: Session, kind: str, period_key: str) -> dict[int, tuple[str, int]]:

@@ -5,8 +5,10 @@ The steps of :func:`run_settlement`:
 1. resolve the period (the last complete one when none is given);
 2. take the run lock of the kind and period (:mod:`settlement.locking`);
 3. write the run record, then, in one transaction, compute every eligible
-   player's item from SQL aggregates and insert the items;
-4. credit the pending items in batches of ``SETTLEMENT_BATCH_SIZE``;
+   player's item from SQL aggregates while they are read and insert the
+   items in chunks, so no step holds every player in memory;
+4. credit the pending items in batches of ``SETTLEMENT_BATCH_SIZE``, read
+   back from the items table in item id order;
 5. count the items in the database, decide the status and write the run
    record, which happens even when a step above raised.
 """
@@ -15,7 +17,8 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
@@ -40,10 +43,14 @@ from settlement.records import (
     CREDITED_EARLIER,
     PlannedItem,
     close_abandoned_runs,
+    count_pending,
     create_run,
     earlier_settled,
     finish_run,
     insert_items,
+    insert_items_overlapped,
+    iter_pending_items,
+    pending_items,
     record_abort,
 )
 from settlement.terms import Terms, load_terms
@@ -81,7 +88,12 @@ def _calculator(kind: str) -> Calculator:
 
 
 def plan_items(session: Session, kind: str, period: Period) -> list[PlannedItem]:
-    """Return one planned item per player with a settled bet in ``period``.
+    """Return the planned items of :func:`iter_planned_items` as a list (the dry run)."""
+    return list(iter_planned_items(session, kind, period))
+
+
+def iter_planned_items(session: Session, kind: str, period: Period) -> Iterator[PlannedItem]:
+    """Yield one planned item per player with a settled bet in ``period``, by player id.
 
     Players that an earlier run credited or voided are carried over with that
     status. Missing terms and inactive players are skipped with a reason.
@@ -93,7 +105,6 @@ def plan_items(session: Session, kind: str, period: Period) -> list[PlannedItem]
     settled = earlier_settled(session, kind, period.key)
     warned_currencies: set[str] = set()
 
-    planned: list[PlannedItem] = []
     for activity in iter_activity(session, period):
         key = idempotency_key(kind, period.key, activity.player_id)
         earlier = settled.get(activity.player_id)
@@ -105,21 +116,20 @@ def plan_items(session: Session, kind: str, period: Period) -> list[PlannedItem]
                 reason = f"{CREDITED_EARLIER}: credited by run {run_id}"
             else:
                 reason = f"voided in run {run_id}"
-            planned.append(_unpaid(activity, key, status, reason=reason))
+            yield _unpaid(activity, key, status, reason=reason)
         elif activity.status != ACTIVE_PLAYER_STATUS:
             reason = f"player_inactive: player status is {activity.status}"
-            planned.append(_unpaid(activity, key, "skipped", reason=reason))
+            yield _unpaid(activity, key, "skipped", reason=reason)
         elif terms is None:
             if activity.currency not in warned_currencies:
                 logger.warning("no active %s terms for currency %s", kind, activity.currency)
                 warned_currencies.add(activity.currency)
             reason = f"no_terms: no active {kind} terms for {activity.currency}"
-            planned.append(_unpaid(activity, key, "skipped", reason=reason))
+            yield _unpaid(activity, key, "skipped", reason=reason)
         elif isinstance(terms, InvalidTerms):
-            planned.append(_unpaid(activity, key, "failed", error=str(terms)))
+            yield _unpaid(activity, key, "failed", error=str(terms))
         else:
-            planned.append(_planned_from_calculation(activity, key, calculate, terms))
-    return planned
+            yield _planned_from_calculation(activity, key, calculate, terms)
 
 
 def _unpaid(
@@ -265,42 +275,95 @@ def run_settlement(
 def _settle(
     engine: Engine, gateway: WalletGateway, kind: str, period: Period, run_id: int, batch_size: int
 ) -> int:
-    """Create the run's items and credit the pending ones; returns the eligible count."""
-    with transaction(engine) as session:
-        planned = plan_items(session, kind, period)
-        item_ids = insert_items(session, run_id, kind, period.key, planned)
+    """Create the run's items and credit the pending ones; returns the eligible count.
 
-    credits = [
-        Credit(
-            item_id=item_ids[item.player_id],
-            run_id=run_id,
-            kind=kind,
-            period_key=period.key,
-            player_id=item.player_id,
-            currency=item.currency,
-            amount_minor=item.amount_minor,
-            idempotency_key=item.idempotency_key,
-        )
-        for item in planned
-        if item.status == "pending"
-    ]
+    Items are inserted while the activity is read, in chunks, and credited from
+    the items table in batches by item id, so memory does not grow with the
+    number of players.
+    """
+    eligible = _insert_planned_items(engine, run_id, kind, period)
+    with transaction(engine) as session:
+        pending = count_pending(session, run_id)
     logger.info(
         "settlement %s %s: %d eligible players, %d credits to make in batches of %d",
         kind,
         period.key,
-        len(planned),
-        len(credits),
+        eligible,
+        pending,
         batch_size,
     )
 
-    # NOTE: `make bench` measured about 4,700 credits/s for 100,000 players on local
-    # PostgreSQL 15 (2 cores, batches of 500), below the 20,000/s target. Every planned
-    # item and credit is kept in memory for the run, and the wallet_outbox insert is
-    # one row per statement; set-based SQL driven from the items table is the next step.
     crediter = BatchCrediter(engine, gateway, run_id=run_id)
-    for start in range(0, len(credits), batch_size):
-        crediter.credit(credits[start : start + batch_size])
-    return len(planned)
+    batches = _pending_credit_batches(engine, run_id, kind, period.key, batch_size)
+    with closing(batches):
+        for credits in batches:
+            crediter.credit(credits)
+    return eligible
+
+
+def _insert_planned_items(engine: Engine, run_id: int, kind: str, period: Period) -> int:
+    """Plan the run's items and insert them in one transaction; returns how many.
+
+    On PostgreSQL the activity is read in a transaction of its own, and a
+    second thread inserts each chunk while the next is computed. SQLite reads
+    and inserts in turn on one connection.
+    """
+    if engine.dialect.name != "postgresql":
+        with transaction(engine) as session:
+            planned = iter_planned_items(session, kind, period)
+            return insert_items(session, run_id, kind, period.key, planned)
+
+    with Session(engine) as reader, reader.begin(), transaction(engine) as writer:
+        planned = iter_planned_items(reader, kind, period)
+        return insert_items_overlapped(writer, run_id, kind, period.key, planned)
+
+
+def _pending_credit_batches(
+    engine: Engine, run_id: int, kind: str, period_key: str, batch_size: int
+) -> Generator[list[Credit], None, None]:
+    """Yield the credits of the run's pending items in batches of ``batch_size``, by item id.
+
+    On PostgreSQL one query reads them through a server-side cursor, in a
+    read-only transaction of its own that stays open while the batches are
+    credited; its snapshot was taken after the items were committed, and
+    the crediting transactions only change items it has already listed. On
+    SQLite an open reader would block the crediting writers, so each batch is
+    a short query for the next ids instead.
+    """
+    if engine.dialect.name == "postgresql":
+        # Closing the session ends the read-only transaction; it is not committed, and
+        # when the database was lost the pool discards the connection without raising.
+        with Session(engine) as session:
+            for rows in iter_pending_items(session, run_id, batch_size):
+                yield _credits(rows, run_id, kind, period_key)
+        return
+
+    after_id = 0
+    while True:
+        with transaction(engine) as session:
+            rows = pending_items(session, run_id, after_id, batch_size)
+        if not rows:
+            return
+        yield _credits(rows, run_id, kind, period_key)
+        after_id = rows[-1][0]
+
+
+def _credits(
+    rows: Sequence[tuple[int, int, str, int, str]], run_id: int, kind: str, period_key: str
+) -> list[Credit]:
+    return [
+        Credit(
+            item_id=item_id,
+            run_id=run_id,
+            kind=kind,
+            period_key=period_key,
+            player_id=player_id,
+            currency=currency,
+            amount_minor=amount_minor,
+            idempotency_key=key,
+        )
+        for item_id, player_id, currency, amount_minor, key in rows
+    ]
 
 
 def _abort(

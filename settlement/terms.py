@@ -13,6 +13,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 from sqlalchemy import select
@@ -43,9 +44,22 @@ class Terms:
     cap_minor: int | None
     counted_categories: frozenset[str] | None
     rates: Mapping[tuple[int, str], Decimal] = field(default_factory=dict)
+    #: Rates as exact fractions, filled as they are first asked for.
+    _fractions: dict[tuple[int, str], Fraction] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def rate(self, vip_tier: int, category: str) -> Decimal:
         return self.rates.get((vip_tier, category), Decimal(0))
+
+    def rate_fraction(self, vip_tier: int, category: str) -> Fraction:
+        """Return :meth:`rate` as an exact Fraction, converted once per tier and category."""
+        key = (vip_tier, category)
+        fraction = self._fractions.get(key)
+        if fraction is None:
+            fraction = Fraction(self.rate(vip_tier, category))
+            self._fractions[key] = fraction
+        return fraction
 
     def counts(self, category: str) -> bool:
         return self.counted_categories is None or category in self.counted_categories
