@@ -23,7 +23,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 #: Worker starts in the test; the hang showed up in about half of the starts.
 STARTS = 3
 #: Seconds a start may take until a wallet poll that beat sent has succeeded.
-TICKS_TIMEOUT_SECONDS = 60
+TICKS_TIMEOUT_SECONDS = 90
 #: Seconds the worker gets to stop after SIGTERM.
 STOP_TIMEOUT_SECONDS = 30
 
