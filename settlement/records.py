@@ -316,9 +316,13 @@ def count_pending(session: Session, run_id: int) -> int:
 
 
 def earlier_settled(session: Session, kind: str, period_key: str) -> dict[int, tuple[str, int]]:
-    """Return player id -> (status, run id) of players credited or voided by an earlier run."""
+    """Return player id -> (status, run id) of players credited or voided by an earlier run.
+
+    The run id is the first run with that status: later runs carry the item
+    over with the same status, but the first one moved the money or voided it.
+    """
     query = (
-        select(SettlementItem.player_id, SettlementItem.status, func.max(SettlementItem.run_id))
+        select(SettlementItem.player_id, SettlementItem.status, func.min(SettlementItem.run_id))
         .where(
             SettlementItem.kind == kind,
             SettlementItem.period_key == period_key,

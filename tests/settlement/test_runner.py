@@ -153,6 +153,9 @@ def test_rerun_after_partial_attempts_failed_only(world: str) -> None:
     assert third.details["credited_amount_minor"] == {}
     assert len(ledger_rows()) == 6
     assert len(outbox_rows()) == 6
+    third_items = items(third.details["run_id"])
+    assert third_items[1].reason == "credited_earlier: credited by run 1"
+    assert third_items[2].reason == "credited_earlier: credited by run 2"
 
 
 def test_run_closed_and_suspended_wallets_skipped(world: str) -> None:
