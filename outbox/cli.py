@@ -7,10 +7,8 @@ rejected, 2 when the database could not be reached, 78 on a configuration error.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import logging
-import os
 import sys
 import uuid
 from collections.abc import Sequence
@@ -20,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.db import transaction
 from app.logs import configure_logging
+from app.operator import operator_name
 from app.redaction import describe_error
 from app.settings import settings_or_exit
 from outbox.models import OUTBOX_MODELS
@@ -132,15 +131,6 @@ def run_publish(args: argparse.Namespace) -> int:
     return EXIT_FAILED
 
 
-def _actor(args: argparse.Namespace) -> str:
-    if args.actor:
-        return str(args.actor)
-    try:
-        return os.environ.get("USER") or getpass.getuser()
-    except OSError:
-        return "unknown"
-
-
 def run_operator_action(args: argparse.Namespace) -> int:
     try:
         with transaction() as session:
@@ -149,7 +139,7 @@ def run_operator_action(args: argparse.Namespace) -> int:
                 args.command,
                 args.event_ids,
                 reason=args.reason,
-                actor=_actor(args),
+                actor=operator_name(args.actor),
                 stream=args.stream,
             )
     except OperatorActionRejected as exc:

@@ -9,10 +9,8 @@ configuration error.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.db import get_engine, transaction
 from app.logs import configure_logging
+from app.operator import operator_name
 from app.redaction import describe_error
 from app.settings import settings_or_exit
 from settlement.errors import InvalidPeriod
@@ -211,18 +210,11 @@ def run_report_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _actor(args: argparse.Namespace) -> str:
-    if args.actor:
-        return str(args.actor)
-    try:
-        return os.environ.get("USER") or getpass.getuser()
-    except OSError:
-        return "unknown"
-
-
 def run_void(args: argparse.Namespace) -> int:
     try:
-        item = void_item(get_engine(), args.run_id, args.player, args.reason, _actor(args))
+        item = void_item(
+            get_engine(), args.run_id, args.player, args.reason, operator_name(args.actor)
+        )
     except VoidRejected as exc:
         print(f"void rejected, nothing changed: {exc}", file=sys.stderr)
         return EXIT_FAILED
