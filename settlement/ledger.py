@@ -285,8 +285,7 @@ _JSON_CREDIT = text(
 def _credit_batch_postgresql(
     session: Session, credits: Sequence[Credit]
 ) -> dict[int, CreditResult]:
-    """Credit a batch with three statements: lock the wallets, write entries and balances,
-    add the events."""
+    """Credit a batch in three statements: lock, ledger rows with balances, then events."""
     results: dict[int, CreditResult] = {}
     wallets = {
         player_id: _WalletRow(wallet_id, status, currency)

@@ -6,7 +6,7 @@ The steps of :func:`run_settlement`:
 2. take the run lock of the kind and period (:mod:`settlement.locking`);
 3. write the run record, then, in one transaction, compute every eligible
    player's item from SQL aggregates while they are read and insert the
-   items in chunks, so no step holds every player in memory;
+   items in chunks, so no step keeps every player in memory;
 4. credit the pending items in batches of ``SETTLEMENT_BATCH_SIZE``, read
    back from the items table in item id order;
 5. count the items in the database, decide the status and write the run
