@@ -85,6 +85,40 @@ class WalletGateway(Protocol):
         ...
 
 
+class WalletState(Protocol):
+    """The wallet columns a credit is checked against."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def currency(self) -> str: ...
+
+
+def wallet_refusal(
+    player_id: int, currency: str, wallet: WalletState | None
+) -> CreditResult | None:
+    """Return why ``wallet`` cannot take a credit in ``currency``, or None when it can.
+
+    A missing wallet or another currency is a failure; a suspended or closed
+    wallet is a business reason to skip the player.
+    """
+    if wallet is None:
+        return CreditResult("failed", error=f"wallet not found for player {player_id}")
+    if wallet.currency != currency:
+        return CreditResult(
+            "failed", error=f"wallet {wallet.id} is in {wallet.currency}, the credit in {currency}"
+        )
+    if wallet.status != CREDITABLE_WALLET_STATUS:
+        return CreditResult(
+            "skipped", reason=f"wallet_{wallet.status}: wallet {wallet.id} is {wallet.status}"
+        )
+    return None
+
+
 class LedgerGateway:
     """The wallet gateway on this database's ``wallets`` and ``wallet_ledger`` tables."""
 
@@ -97,22 +131,10 @@ class LedgerGateway:
         creditable: list[tuple[Credit, int]] = []
         for credit in credits:
             wallet = wallets.get(credit.player_id)
-            if wallet is None:
-                results[credit.item_id] = CreditResult(
-                    "failed", error=f"wallet not found for player {credit.player_id}"
-                )
-            elif wallet.currency != credit.currency:
-                results[credit.item_id] = CreditResult(
-                    "failed",
-                    error=f"wallet {wallet.id} is in {wallet.currency}, the credit in"
-                    f" {credit.currency}",
-                )
-            elif wallet.status != CREDITABLE_WALLET_STATUS:
-                results[credit.item_id] = CreditResult(
-                    "skipped",
-                    reason=f"wallet_{wallet.status}: wallet {wallet.id} is {wallet.status}",
-                )
-            else:
+            refusal = wallet_refusal(credit.player_id, credit.currency, wallet)
+            if refusal is not None:
+                results[credit.item_id] = refusal
+            elif wallet is not None:
                 creditable.append((credit, wallet.id))
 
         inserted = _insert_ledger_entries(session, creditable)
@@ -297,22 +319,10 @@ def _credit_batch_postgresql(
     creditable: list[tuple[Credit, int]] = []
     for credit in credits:
         wallet = wallets.get(credit.player_id)
-        if wallet is None:
-            results[credit.item_id] = CreditResult(
-                "failed", error=f"wallet not found for player {credit.player_id}"
-            )
-        elif wallet.currency != credit.currency:
-            results[credit.item_id] = CreditResult(
-                "failed",
-                error=f"wallet {wallet.id} is in {wallet.currency}, the credit in"
-                f" {credit.currency}",
-            )
-        elif wallet.status != CREDITABLE_WALLET_STATUS:
-            results[credit.item_id] = CreditResult(
-                "skipped",
-                reason=f"wallet_{wallet.status}: wallet {wallet.id} is {wallet.status}",
-            )
-        else:
+        refusal = wallet_refusal(credit.player_id, credit.currency, wallet)
+        if refusal is not None:
+            results[credit.item_id] = refusal
+        elif wallet is not None:
             creditable.append((credit, wallet.id))
     if not creditable:
         return results

@@ -19,9 +19,9 @@ import logging
 import socket
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from app.db import database_now, get_engine, transaction
@@ -33,9 +33,16 @@ from settlement.cashback import calculate_cashback
 from settlement.crediting import BatchCrediter
 from settlement.eligibility import iter_activity
 from settlement.errors import InvalidTerms
-from settlement.ledger import Credit, LedgerGateway, WalletGateway, idempotency_key
+from settlement.ledger import (
+    Credit,
+    LedgerGateway,
+    WalletGateway,
+    idempotency_key,
+    wallet_refusal,
+)
 from settlement.locking import RUN_LOCK_WAIT_SECONDS, run_lock
 from settlement.lossback import calculate_lossback
+from settlement.models import Wallet
 from settlement.outcome import SettlementOutcome
 from settlement.periods import Period, resolve_period
 from settlement.rebate import calculate_rebate
@@ -207,9 +214,34 @@ def plan_settlement(
     engine = engine or get_engine()
     period = resolve_run_period(kind, period_text, engine, settings)
     with Session(engine) as session:
-        items = plan_items(session, kind, period)
+        items = _with_wallet_checks(session, plan_items(session, kind, period))
         session.rollback()
     return SettlementPlan(kind, period, items)
+
+
+def _with_wallet_checks(session: Session, items: list[PlannedItem]) -> list[PlannedItem]:
+    """Apply the gateway's wallet checks to pending items, as crediting would.
+
+    The dry run shows a closed or suspended wallet as skipped, and a missing
+    wallet or another currency as failed, with the same reasons as a real run.
+    """
+    pending = [item.player_id for item in items if item.status == "pending"]
+    wallets = {
+        wallet.player_id: wallet
+        for wallet in session.scalars(select(Wallet).where(Wallet.player_id.in_(pending)))
+    }
+    checked = []
+    for item in items:
+        refusal = None
+        if item.status == "pending":
+            refusal = wallet_refusal(item.player_id, item.currency, wallets.get(item.player_id))
+        if refusal is None:
+            checked.append(item)
+        else:
+            checked.append(
+                replace(item, status=refusal.status, reason=refusal.reason, error=refusal.error)
+            )
+    return checked
 
 
 def run_settlement(

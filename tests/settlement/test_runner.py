@@ -158,6 +158,29 @@ def test_rerun_after_partial_attempts_failed_only(world: str) -> None:
     assert third_items[2].reason == "credited_earlier: credited by run 2"
 
 
+def test_dry_run_applies_wallet_checks(world: str) -> None:
+    with transaction() as session:
+        add_terms(session, "rebate")
+        active = add_player(session)
+        closed = add_player(session, wallet_status="closed")
+        suspended = add_player(session, wallet_status="suspended")
+        walletless = add_player(session, wallet_status=None)
+        for player_id in (active, closed, suspended, walletless):
+            add_bet(session, player_id, 5000)
+
+    plan = plan_settlement("rebate", DAY)
+
+    by_player = {item.player_id: item for item in plan.items}
+    assert by_player[active].status == "pending"
+    assert by_player[closed].status == "skipped"
+    assert by_player[closed].reason == "wallet_closed: wallet 2 is closed"
+    assert by_player[suspended].status == "skipped"
+    assert by_player[suspended].reason == "wallet_suspended: wallet 3 is suspended"
+    assert by_player[walletless].status == "failed"
+    assert by_player[walletless].error == f"wallet not found for player {walletless}"
+    assert ledger_rows() == []
+
+
 def test_run_closed_and_suspended_wallets_skipped(world: str) -> None:
     with transaction() as session:
         add_terms(session, "rebate")
