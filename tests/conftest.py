@@ -118,14 +118,8 @@ def _truncate_all(url: str) -> None:
         engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Each test runs once on SQLite and once on PostgreSQL, on emptied tables.
-
-    DATABASE_URL points at the database for the test, so code under test that
-    calls ``get_engine()`` uses it.
-    """
-    url = request.getfixturevalue(f"{request.param}_url")
+def _emptied_and_current(url: str) -> Iterator[str]:
+    """Empty every table at ``url`` and point DATABASE_URL at it until the test ends."""
     _truncate_all(url)
     saved = os.environ.get("DATABASE_URL")
     point_settings_at(DATABASE_URL=url)
@@ -133,24 +127,26 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
     point_settings_at(DATABASE_URL=saved)
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Each test runs once on SQLite and once on PostgreSQL, on emptied tables.
+
+    DATABASE_URL points at the database for the test, so code under test that
+    calls ``get_engine()`` uses it.
+    """
+    yield from _emptied_and_current(request.getfixturevalue(f"{request.param}_url"))
+
+
 @pytest.fixture
 def pg_database_url(postgres_url: str) -> Iterator[str]:
     """PostgreSQL only, on emptied tables, with DATABASE_URL pointing at it."""
-    _truncate_all(postgres_url)
-    saved = os.environ.get("DATABASE_URL")
-    point_settings_at(DATABASE_URL=postgres_url)
-    yield postgres_url
-    point_settings_at(DATABASE_URL=saved)
+    yield from _emptied_and_current(postgres_url)
 
 
 @pytest.fixture
 def sqlite_database_url(sqlite_url: str) -> Iterator[str]:
     """SQLite only, on emptied tables, with DATABASE_URL pointing at it."""
-    _truncate_all(sqlite_url)
-    saved = os.environ.get("DATABASE_URL")
-    point_settings_at(DATABASE_URL=sqlite_url)
-    yield sqlite_url
-    point_settings_at(DATABASE_URL=saved)
+    yield from _emptied_and_current(sqlite_url)
 
 
 @pytest.fixture(scope="session")
