@@ -1,9 +1,9 @@
 """Start-up check that the broker is reachable.
 
-Without it, a worker started against a broker that is down keeps retrying
-(Celery 5.7's defaults allow 100 attempts with waits growing from 2 s to 30 s,
-about 45 minutes by estimate), logs one error per attempt, and never reports
-that it cannot start. This check tries a few
+Without it, a worker started against a broker that is down keeps retrying and
+logs one error per attempt, but never reports that it cannot start. Celery
+5.7's defaults allow 100 attempts with waits growing from 2 s to 30 s, about
+45 minutes by estimate. This check tries a few
 times within a bounded time and then stops the program with one line on
 stderr and EXIT_BROKER_UNAVAILABLE (69, sysexits EX_UNAVAILABLE), so the
 process supervisor restarts it with its own backoff. A broker that goes away

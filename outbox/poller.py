@@ -74,7 +74,7 @@ logger = logging.getLogger(__name__)
 
 #: Seconds before the first retry of a failed row; doubled per further attempt.
 BACKOFF_INITIAL_SECONDS = 1.0
-#: Longest wait, in seconds, between two attempts of a row.
+#: Maximum wait, in seconds, between two attempts of a row.
 BACKOFF_MAX_SECONDS = 300.0
 #: Up to this many random seconds are added to each wait so failed rows do not retry in step.
 BACKOFF_JITTER_SECONDS = 1.0

@@ -98,7 +98,7 @@ class WalletState(Protocol):
     def currency(self) -> str: ...
 
 
-def wallet_refusal(
+def wallet_rejection(
     player_id: int, currency: str, wallet: WalletState | None
 ) -> CreditResult | None:
     """Return why ``wallet`` cannot take a credit in ``currency``, or None when it can.
@@ -131,9 +131,9 @@ class LedgerGateway:
         creditable: list[tuple[Credit, int]] = []
         for credit in credits:
             wallet = wallets.get(credit.player_id)
-            refusal = wallet_refusal(credit.player_id, credit.currency, wallet)
-            if refusal is not None:
-                results[credit.item_id] = refusal
+            rejection = wallet_rejection(credit.player_id, credit.currency, wallet)
+            if rejection is not None:
+                results[credit.item_id] = rejection
             elif wallet is not None:
                 creditable.append((credit, wallet.id))
 
@@ -319,9 +319,9 @@ def _credit_batch_postgresql(
     creditable: list[tuple[Credit, int]] = []
     for credit in credits:
         wallet = wallets.get(credit.player_id)
-        refusal = wallet_refusal(credit.player_id, credit.currency, wallet)
-        if refusal is not None:
-            results[credit.item_id] = refusal
+        rejection = wallet_rejection(credit.player_id, credit.currency, wallet)
+        if rejection is not None:
+            results[credit.item_id] = rejection
         elif wallet is not None:
             creditable.append((credit, wallet.id))
     if not creditable:

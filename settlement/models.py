@@ -1,7 +1,7 @@
 """Players, wallets, the ledger, bets, promotion terms and settlement records.
 
 Money columns hold integer minor units (cents for a 2-decimal currency), so
-sums are exact on SQLite and PostgreSQL alike; code converts them to Decimal
+sums are exact on SQLite and PostgreSQL alike. Code converts them to Decimal
 with the currency's ``minor_units``.
 """
 

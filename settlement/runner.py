@@ -38,7 +38,7 @@ from settlement.ledger import (
     LedgerGateway,
     WalletGateway,
     idempotency_key,
-    wallet_refusal,
+    wallet_rejection,
 )
 from settlement.locking import RUN_LOCK_WAIT_SECONDS, run_lock
 from settlement.lossback import calculate_lossback
@@ -232,14 +232,16 @@ def _with_wallet_checks(session: Session, items: list[PlannedItem]) -> list[Plan
     }
     checked = []
     for item in items:
-        refusal = None
+        rejection = None
         if item.status == "pending":
-            refusal = wallet_refusal(item.player_id, item.currency, wallets.get(item.player_id))
-        if refusal is None:
+            rejection = wallet_rejection(item.player_id, item.currency, wallets.get(item.player_id))
+        if rejection is None:
             checked.append(item)
         else:
             checked.append(
-                replace(item, status=refusal.status, reason=refusal.reason, error=refusal.error)
+                replace(
+                    item, status=rejection.status, reason=rejection.reason, error=rejection.error
+                )
             )
     return checked
 
