@@ -23,6 +23,10 @@ from kombu.utils.json import dumps
 
 from app.settings import Settings
 
+#: Seconds between two looks at the queue folder when it had no message. kombu's
+#: default of 1 s let one outbox tick wait a whole second per poll cycle, so with a
+#: poll interval near 1 s it expired before a worker took it.
+POLLING_INTERVAL_SECONDS = 0.1
 #: Suffix of a message file while it is written; consumers match only ``.<queue>.msg``.
 PARTIAL_SUFFIX = ".partial"
 
@@ -73,4 +77,5 @@ def transport_options(settings: Settings) -> dict[str, Any]:
         "data_folder_out": str(queue_folder),
         "control_folder": str(control_folder),
         "store_processed": False,
+        "polling_interval": POLLING_INTERVAL_SECONDS,
     }

@@ -92,6 +92,8 @@ def test_worker_with_beat_ticks(start: int, tmp_path: Path) -> None:
     tail = "\n".join(text.splitlines()[-30:])
     assert "beat is up with 6 scheduled loops" in text, tail
     assert "database is locked" not in text
+    # A tick that waited in the queue folder past its expiry would be discarded.
+    assert "Discarding revoked task" not in text, tail
     assert "Sending due task outbox.wallet" in text
     assert "Task tasks.outbox.wallet[" in text
     assert "iteration succeeded: outbox.wallet" in text, tail
