@@ -18,7 +18,7 @@ How long locks and transactions are held is bounded by BROKER_TIMEOUT_SECONDS (T
 At most one poller works on a stream at a time: on PostgreSQL a run first
 takes a session-level advisory lock for its stream on a dedicated connection
 (``pg_try_advisory_lock``). A run that does not get it returns at once as a
-success that claimed nothing; the lock is released at the end of the run, or
+success that claimed nothing. The lock is released at the end of the run, or
 by the server when the connection dies. Rows are also claimed with
 ``FOR UPDATE SKIP LOCKED``, so even overlapping claims never share a row.
 """

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
 from typing import Any, Literal, Protocol
@@ -119,6 +119,26 @@ def wallet_rejection(
     return None
 
 
+def _creditable(
+    credits: Sequence[Credit],
+    wallets: Mapping[int, WalletState],
+    results: dict[int, CreditResult],
+) -> list[tuple[Credit, int]]:
+    """Return (credit, wallet id) for each credit its wallet accepts.
+
+    Each rejected credit gets its result in ``results`` instead.
+    """
+    creditable: list[tuple[Credit, int]] = []
+    for credit in credits:
+        wallet = wallets.get(credit.player_id)
+        rejection = wallet_rejection(credit.player_id, credit.currency, wallet)
+        if rejection is not None:
+            results[credit.item_id] = rejection
+        elif wallet is not None:
+            creditable.append((credit, wallet.id))
+    return creditable
+
+
 class LedgerGateway:
     """The wallet gateway on this database's ``wallets`` and ``wallet_ledger`` tables."""
 
@@ -128,14 +148,7 @@ class LedgerGateway:
         results: dict[int, CreditResult] = {}
         wallets = _lock_wallets(session, [credit.player_id for credit in credits])
 
-        creditable: list[tuple[Credit, int]] = []
-        for credit in credits:
-            wallet = wallets.get(credit.player_id)
-            rejection = wallet_rejection(credit.player_id, credit.currency, wallet)
-            if rejection is not None:
-                results[credit.item_id] = rejection
-            elif wallet is not None:
-                creditable.append((credit, wallet.id))
+        creditable = _creditable(credits, wallets, results)
 
         inserted = _insert_ledger_entries(session, creditable)
         new_credits = [
@@ -316,14 +329,7 @@ def _credit_batch_postgresql(
         )
     }
 
-    creditable: list[tuple[Credit, int]] = []
-    for credit in credits:
-        wallet = wallets.get(credit.player_id)
-        rejection = wallet_rejection(credit.player_id, credit.currency, wallet)
-        if rejection is not None:
-            results[credit.item_id] = rejection
-        elif wallet is not None:
-            creditable.append((credit, wallet.id))
+    creditable = _creditable(credits, wallets, results)
     if not creditable:
         return results
 

@@ -359,10 +359,10 @@ def _pending_credit_batches(
 
     On PostgreSQL one query reads them through a server-side cursor, in a
     read-only transaction of its own that stays open while the batches are
-    credited; its snapshot was taken after the items were committed, and
-    the crediting transactions only change items it has already listed. On
-    SQLite an open reader would block the crediting writers, so each batch is
-    a short query for the next ids instead.
+    credited. Its snapshot was taken after the items were committed, and the
+    crediting transactions only change items it has already listed. On SQLite
+    an open reader would block the crediting writers, so each batch is a
+    short query for the next ids instead.
     """
     if engine.dialect.name == "postgresql":
         # Closing the session ends the read-only transaction; it is not committed, and
