@@ -451,8 +451,8 @@ def _timed_phases(phases: dict[str, float]) -> None:
 
     poller.poll_batch = timing("batch transaction, total", poller.poll_batch)
     poller._begin_batch = timing("begin: limits and clock", poller._begin_batch)
-    poller.claim_batch = timing("claim: SELECT ... FOR UPDATE SKIP LOCKED", poller.claim_batch)
-    poller._record_results = timing("mark: UPDATE published_at", poller._record_results)
+    poller.claim_batch = timing("claim and mark: UPDATE ... RETURNING", poller.claim_batch)
+    poller._record_results = timing("record: clear the mark of failed rows", poller._record_results)
     poller.database_now = timing("clock before marking", poller.database_now)
     publisher.RedisPublisher.publish_batch = timing(  # type: ignore[method-assign]
         "publish: build messages, pipelined LPUSH", publisher.RedisPublisher.publish_batch

@@ -25,12 +25,16 @@ by the server when the connection dies. Rows are also claimed with
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import logging
 import time
 import uuid
 import zlib
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -52,10 +56,12 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import BindParameter, FromClause
 from tenacity import RetryCallState, Retrying, wait_exponential_jitter
 
-from app.db import database_now, get_engine, transaction
+from app.db import UtcDateTime, database_now, get_engine, transaction
 from app.logs import log_context
+from app.redaction import describe_error
 from app.settings import Settings, get_settings
 from outbox.models import OUTBOX_MODELS
 from outbox.outcome import OutboxOutcome
@@ -112,7 +118,7 @@ def outbox_table(stream: str) -> Table:
     return OUTBOX_MODELS[stream].__table__  # type: ignore[attr-defined]
 
 
-def publishable_query(table: Table, now: datetime) -> Any:
+def publishable_query(table: FromClause, now: datetime | BindParameter[datetime]) -> Any:
     """Select the rows that may be published now, in id order.
 
     A row is publishable when it is neither published, parked nor discarded,
@@ -152,22 +158,48 @@ def publishable_query(table: Table, now: datetime) -> Any:
 
 
 def claim_batch(
-    session: Session, table: Table, now: datetime, batch_size: int, payload_as_json: bool = False
+    session: Session, table: Table, now: datetime, batch_size: int, stored_json: bool = False
 ) -> list[Row[Any]]:
-    """Lock and return up to ``batch_size`` publishable rows, skipping rows locked by others.
+    """Claim up to ``batch_size`` publishable rows and mark them published as of ``now``.
 
-    With ``payload_as_json`` each row has the payload as stored JSON text in
-    ``payload_json`` instead of a decoded ``payload``.
+    Returns the claimed rows in id order. Rows locked by another transaction
+    are skipped. The mark is provisional: it commits with the batch's
+    transaction, and :func:`_record_results` clears it again on every row the
+    broker did not accept. Claiming and marking in one statement writes each
+    row once, where a ``SELECT ... FOR UPDATE`` followed by an ``UPDATE``
+    writes it twice. With ``stored_json`` each row has the payload and the
+    headers as stored JSON text in ``payload_json`` and ``headers_json``
+    instead of decoded ``payload`` and ``headers``.
     """
-    query = publishable_query(table, now).limit(batch_size)
-    if payload_as_json:
-        columns = [table.c[name] for name in CLAIMED_COLUMNS if name != "payload"]
-        query = query.with_only_columns(
-            *columns, cast(table.c.payload, Text).label("payload_json"), maintain_column_froms=True
-        )
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True, of=table)
-    return list(session.execute(query).all())
+    dialect = session.get_bind().dialect.name
+    statement = _claim_statement(table, batch_size, stored_json, dialect == "postgresql")
+    rows = list(session.execute(statement, {"now": now}).all())
+    rows.sort(key=lambda row: row.id)
+    return rows
+
+
+@functools.lru_cache(maxsize=64)
+def _claim_statement(table: Table, batch_size: int, stored_json: bool, skip_locked: bool) -> Any:
+    """Build the claim of :func:`claim_batch` once per table and batch size."""
+    now = bindparam("now", type_=UtcDateTime)
+    # An alias, so that the subquery is not correlated with the updated table.
+    candidate = table.alias("candidate")
+    claimed_ids = (
+        publishable_query(candidate, now).with_only_columns(candidate.c.id).limit(batch_size)
+    )
+    if skip_locked:
+        claimed_ids = claimed_ids.with_for_update(skip_locked=True, of=candidate)
+    columns: list[Any] = [table.c[name] for name in CLAIMED_COLUMNS]
+    if stored_json:
+        columns = [table.c[name] for name in CLAIMED_COLUMNS if name not in ("payload", "headers")]
+        columns.append(cast(table.c.payload, Text).label("payload_json"))
+        columns.append(cast(table.c.headers, Text).label("headers_json"))
+    return (
+        update(table)
+        .where(table.c.id.in_(claimed_ids))
+        .values(published_at=now)
+        .returning(*columns)
+    )
 
 
 def has_publishable_rows(engine: Engine, stream: str) -> bool:
@@ -239,14 +271,25 @@ def _begin_batch(session: Session, broker_timeout_seconds: float) -> datetime:
     return row[2].astimezone(UTC)
 
 
-def _message_of(row: Row[Any], payload_as_json: bool) -> OutboxMessage:
+def _message_of(row: Row[Any], stored_json: bool) -> OutboxMessage:
+    if stored_json:
+        return OutboxMessage(
+            event_id=row.event_id,
+            aggregate_type=row.aggregate_type,
+            aggregate_id=row.aggregate_id,
+            event_type=row.event_type,
+            payload=None,
+            headers=None,
+            created_at=row.created_at,
+            payload_json=row.payload_json,
+            headers_json=row.headers_json,
+        )
     return OutboxMessage(
         event_id=row.event_id,
         aggregate_type=row.aggregate_type,
         aggregate_id=row.aggregate_id,
         event_type=row.event_type,
-        payload=None if payload_as_json else row.payload,
-        payload_json=row.payload_json if payload_as_json else None,
+        payload=row.payload,
         headers=dict(row.headers or {}),
         created_at=row.created_at,
     )
@@ -257,26 +300,31 @@ def _record_results(
     table: Table,
     rows: Sequence[Row[Any]],
     results: Sequence[PublishResult],
-    now: datetime,
     settings: Settings,
     outcome: OutboxOutcome,
     park_now: set[uuid.UUID],
 ) -> None:
-    """Mark accepted rows published in one statement and record attempts on failed ones.
+    """Keep the published mark of accepted rows; clear it on the rest and record failed attempts.
 
     Rows in ``park_now`` failed a row check and are parked on this attempt.
     """
-    published_ids: list[int] = []
+    published = 0
+    deferred_ids: list[int] = []
     failures: list[dict[str, Any]] = []
+    # Read once, on the first failure: the backoff counts from after the publish.
+    now: datetime | None = None
 
     for row, result in zip(rows, results, strict=True):
         if result.status is PublishStatus.ACCEPTED:
-            published_ids.append(row.id)
+            published += 1
             continue
         if result.status is PublishStatus.NOT_SENT:
+            deferred_ids.append(row.id)
             outcome.add("deferred")
             continue
 
+        if now is None:
+            now = database_now(session)
         attempts = row.attempts + 1
         error = result.error or "unknown publish error"
         parked = attempts >= settings.outbox_max_attempts or row.event_id in park_now
@@ -310,15 +358,18 @@ def _record_results(
                     error,
                 )
 
-    if published_ids:
-        session.execute(_mark_published(session, table, published_ids), {"published_at": now})
-        outcome.add("published", len(published_ids))
+    if published:
+        outcome.add("published", published)
+
+    if deferred_ids:
+        session.execute(_clear_published(session, table, deferred_ids))
 
     if failures:
         failed_update = (
             update(table)
             .where(table.c.id == bindparam("row_id"))
             .values(
+                published_at=None,
                 attempts=bindparam("attempts"),
                 last_error=bindparam("error"),
                 next_attempt_at=bindparam("next_attempt_at"),
@@ -328,17 +379,66 @@ def _record_results(
         session.connection().execute(failed_update, failures)
 
 
-def _mark_published(session: Session, table: Table, row_ids: list[int]) -> Any:
-    """Return the UPDATE that sets ``published_at`` on ``row_ids``.
+def _clear_published(session: Session, table: Table, row_ids: list[int]) -> Any:
+    """Return the UPDATE that clears the provisional ``published_at`` of ``row_ids``.
 
     On PostgreSQL the ids are one array parameter, so the statement text is the
-    same for every batch size; SQLite gets an ``IN`` list.
+    same for every number of rows; SQLite gets an ``IN`` list.
     """
-    statement = update(table).values(published_at=bindparam("published_at"))
+    statement = update(table).values(published_at=None)
     if session.get_bind().dialect.name == "postgresql":
         ids = bindparam("row_ids", value=row_ids, type_=postgresql.ARRAY(BigInteger))
         return statement.where(table.c.id == any_(ids))
     return statement.where(table.c.id.in_(row_ids))
+
+
+@dataclass
+class _ClaimedBatch:
+    """An open batch transaction and the rows it claimed and marked published."""
+
+    session: Session
+    rows: list[Row[Any]]
+    #: ``time.monotonic()`` when the claim returned; no message starts more than T later.
+    claimed_at: float
+
+    def close(self) -> None:
+        """End the transaction: it rolls back unless it was committed."""
+        self.session.close()
+
+
+def _claim(engine: Engine, table: Table, settings: Settings, stored_json: bool) -> _ClaimedBatch:
+    """Open a batch transaction and claim its rows (see :func:`claim_batch`)."""
+    session = Session(engine, expire_on_commit=False)
+    try:
+        session.begin()
+        now = _begin_batch(session, settings.broker_timeout_seconds)
+        rows = claim_batch(session, table, now, settings.outbox_batch_size, stored_json)
+    except BaseException:
+        session.close()
+        raise
+    return _ClaimedBatch(session, rows, time.monotonic())
+
+
+def _publish_and_commit(
+    batch: _ClaimedBatch,
+    table: Table,
+    publisher: Publisher,
+    settings: Settings,
+    outcome: OutboxOutcome,
+) -> bool:
+    """Publish a claimed batch, record each row's fate and commit; return True if all were accepted.
+
+    The transaction is closed in every case; on an error it rolls back.
+    """
+    try:
+        messages = [_message_of(row, publisher.reads_stored_json) for row in batch.rows]
+        deadline = batch.claimed_at + settings.broker_timeout_seconds
+        results, park_now = _publish_checked(publisher, messages, settings, deadline)
+        _record_results(batch.session, table, batch.rows, results, settings, outcome, park_now)
+        batch.session.commit()
+    finally:
+        batch.close()
+    return all(result.accepted for result in results)
 
 
 def poll_batch(
@@ -348,26 +448,23 @@ def poll_batch(
     settings: Settings,
     outcome: OutboxOutcome,
 ) -> int:
-    """Claim, publish and record one batch in one transaction; return the number of rows claimed."""
+    """Claim, publish and record one batch in one transaction; return the number of rows claimed.
+
+    The rows are marked published when they are claimed, and the mark is
+    cleared on every row the broker did not accept before the transaction
+    commits. A process that dies before the commit leaves every row as it was.
+    """
     table = outbox_table(route.stream)
-    with transaction(engine) as session:
-        now = _begin_batch(session, settings.broker_timeout_seconds)
-        rows = claim_batch(
-            session, table, now, settings.outbox_batch_size, publisher.reads_payload_json
-        )
-        if not rows:
-            return 0
-
-        messages = [_message_of(row, publisher.reads_payload_json) for row in rows]
-        results, park_now = _publish_checked(publisher, messages, settings)
-
-        marked_at = database_now(session)
-        _record_results(session, table, rows, results, marked_at, settings, outcome, park_now)
-    return len(rows)
+    batch = _claim(engine, table, settings, publisher.reads_stored_json)
+    if not batch.rows:
+        batch.close()
+        return 0
+    _publish_and_commit(batch, table, publisher, settings, outcome)
+    return len(batch.rows)
 
 
 def _publish_checked(
-    publisher: Publisher, messages: list[OutboxMessage], settings: Settings
+    publisher: Publisher, messages: list[OutboxMessage], settings: Settings, deadline: float
 ) -> tuple[list[PublishResult], set[uuid.UUID]]:
     """Publish the messages that pass the row checks; return one result per message.
 
@@ -393,8 +490,7 @@ def _publish_checked(
             continue
         sendable.append(message)
 
-    publish_deadline = time.monotonic() + settings.broker_timeout_seconds
-    sent = publisher.publish_batch(sendable, deadline=publish_deadline) if sendable else []
+    sent = publisher.publish_batch(sendable, deadline=deadline) if sendable else []
     sent_by_id = {result.event_id: result for result in sent}
     results = [preset.get(m.event_id) or sent_by_id[m.event_id] for m in messages]
     return results, park_now
@@ -444,27 +540,69 @@ def _drain_with(
     settings: Settings,
     outcome: OutboxOutcome,
 ) -> None:
+    """Publish batches until the stream is drained, a batch failed, or the budget is spent.
+
+    On PostgreSQL the next batch is claimed on a second connection while the
+    current one is published, so the database works while this process
+    builds and sends messages. The next batch skips the current one's locked
+    rows. It is published only after the current batch committed with every
+    row accepted. Otherwise it is rolled back: it may hold later rows of an
+    aggregate whose row was not sent, and a fresh claim sees that row again.
+    """
     budget_ends_at = time.monotonic() + settings.outbox_drain_budget_seconds
+    table = outbox_table(route.stream)
+    stored_json = publisher.reads_stored_json
+    claim_ahead = engine.dialect.name == "postgresql"
     batches = 0
 
-    while True:
-        claimed = poll_batch(engine, route, publisher, settings, outcome)
-        if claimed:
-            batches += 1
-        outcome.details["batches"] = batches
+    def claim() -> _ClaimedBatch:
+        return _claim(engine, table, settings, stored_json)
 
-        if claimed == 0:
-            return
-        # A failed row waits for its backoff, so retrying within this run would
-        # spin; the next scheduled run takes the rest of the stream.
-        if not outcome.ok or publisher.broken:
-            return
-        if time.monotonic() >= budget_ends_at:
-            logger.info(
-                "outbox stream %s: drain budget of %gs spent after %d batches",
-                route.stream,
-                settings.outbox_drain_budget_seconds,
-                batches,
-            )
-            outcome.details["budget_spent"] = True
-            return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-claim") as executor:
+        next_claim: Future[_ClaimedBatch] | None = None
+        try:
+            while True:
+                batch = next_claim.result() if next_claim is not None else claim()
+                next_claim = None
+                if not batch.rows:
+                    batch.close()
+                    return
+                batches += 1
+                outcome.details["batches"] = batches
+                if claim_ahead:
+                    # A copy of the log context, so the claim's log lines carry the run's ids.
+                    next_claim = executor.submit(contextvars.copy_context().run, claim)
+
+                all_accepted = _publish_and_commit(batch, table, publisher, settings, outcome)
+
+                # A failed row waits for its backoff, so retrying within this run would
+                # spin; the next scheduled run takes the rest of the stream.
+                if not outcome.ok or publisher.broken:
+                    return
+                if time.monotonic() >= budget_ends_at:
+                    logger.info(
+                        "outbox stream %s: drain budget of %gs spent after %d batches",
+                        route.stream,
+                        settings.outbox_drain_budget_seconds,
+                        batches,
+                    )
+                    outcome.details["budget_spent"] = True
+                    return
+                if not all_accepted and next_claim is not None:
+                    _roll_back_claim(next_claim, route.stream)
+                    next_claim = None
+        finally:
+            if next_claim is not None:
+                _roll_back_claim(next_claim, route.stream)
+
+
+def _roll_back_claim(claim: Future[_ClaimedBatch], stream: str) -> None:
+    """Wait for a claim made ahead and roll it back, so its rows stay publishable."""
+    try:
+        claim.result().close()
+    except Exception as exc:  # noqa: BLE001 - the claim is discarded; its error changes nothing
+        logger.warning(
+            "outbox stream %s: a batch claimed ahead failed and was discarded: %s",
+            stream,
+            describe_error(exc),
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -73,3 +74,32 @@ def test_stored_message_sends_payload_json_unchanged() -> None:
     assert stored["body"] == "eyJhbW91bnRfbWlub3IiOiAxMjUwLCAiY3VycmVuY3kiOiAiUEhQIn0="
     assert stored["properties"]["delivery_tag"] == "tag-2"
     assert stored["properties"]["message_id"] == "8a1c2f9e-4a57-4d0e-9d43-3c1b5f0a7e21"
+
+
+@pytest.mark.parametrize(
+    "headers_json",
+    [
+        "{}",
+        '{"trace_id": "t-1"}',
+        '{"note": "caf\u00e9 \\"quoted\\"", "nested": {"a": [1, 2]}}',
+        '{"event_id": "spoofed", "trace_id": "t-1"}',
+        '{"aggregate_id": "other", "created_at": "yesterday"}',
+    ],
+)
+def test_stored_headers_text_decodes_to_the_message_headers(headers_json: str) -> None:
+    message = replace(_message(), headers=None, headers_json=headers_json)
+
+    headers = json.loads(message.message_headers_json())
+
+    assert headers == {**json.loads(headers_json), **_outbox_headers(message)}
+    assert headers == message.message_headers()
+
+
+def _outbox_headers(message: OutboxMessage) -> dict[str, str]:
+    return {
+        "event_id": str(message.event_id),
+        "event_type": message.event_type,
+        "aggregate_type": message.aggregate_type,
+        "aggregate_id": message.aggregate_id,
+        "created_at": message.created_at.isoformat(),
+    }

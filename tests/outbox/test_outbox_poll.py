@@ -401,3 +401,34 @@ def test_backoff_grows_and_is_capped() -> None:
     assert 1.0 <= backoff_seconds(1) <= 2.0
     assert 4.0 <= backoff_seconds(3) <= 5.0
     assert backoff_seconds(30) == 300.0
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_poll_failed_batch_leaves_next_batch_unclaimed(redis_queue: str, app: Celery) -> None:
+    point_settings_at(OUTBOX_BATCH_SIZE="2")
+    try:
+        a1, u1, b1, b2 = add_events(
+            "wallet",
+            [
+                ("a", ROUTED_EVENT_TYPE),
+                ("u", UNROUTED_EVENT_TYPE),
+                ("b", ROUTED_EVENT_TYPE),
+                ("c", ROUTED_EVENT_TYPE),
+            ],
+        )
+        result = run_poller(app)
+    finally:
+        point_settings_at(OUTBOX_BATCH_SIZE=None)
+
+    assert result.state == "FAILURE"
+    assert counts_of(result)["published"] == 1
+    rows = rows_by_event_id("wallet")
+    assert rows[a1].published_at is not None
+    assert rows[u1].published_at is None
+    assert rows[u1].attempts == 1
+    for later in (b1, b2):
+        assert rows[later].published_at is None
+        assert rows[later].attempts == 0
+    messages = read_queue(get_settings_broker(), redis_queue)
+    assert [m.properties["message_id"] for m in messages] == [str(a1)]
