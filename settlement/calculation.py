@@ -2,17 +2,18 @@
 
 The calculators (:mod:`settlement.rebate`, :mod:`settlement.cashback`,
 :mod:`settlement.lossback`) are pure functions of a player's per-category
-totals and the terms. Amounts are exact fractions of a minor unit until the
-end, where they are rounded down once, so a credit never exceeds the terms.
+totals and the terms. Amounts stay exact until the end, where they are
+rounded down once, so a credit never exceeds the terms. They are computed in
+whole numbers: each rate times the terms' ``rate_scale`` is a whole number,
+so a sum of rates times amounts is exact, and one floor division by the
+scale rounds it down.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any
 
-from settlement.money import floor_minor
 from settlement.terms import Terms
 
 #: Skip reason codes stored at the start of ``settlement_items.reason``.
@@ -65,9 +66,9 @@ def counted(activity: PlayerActivity, terms: Terms) -> list[CategoryTotals]:
 
 
 def apply_limits(
-    basis_minor: int, exact_amount_minor: Fraction, terms: Terms, details: dict[str, Any]
+    basis_minor: int, amount_minor: int, terms: Terms, details: dict[str, Any]
 ) -> Calculation:
-    """Round ``exact_amount_minor`` down, apply the cap, and skip amounts below the minimums.
+    """Apply the cap to ``amount_minor`` (already rounded down) and skip amounts below the minimums.
 
     ``basis_minor`` must already be positive; the caller skips players with no basis.
     """
@@ -79,7 +80,6 @@ def apply_limits(
             details,
         )
 
-    amount_minor = floor_minor(exact_amount_minor)
     if terms.cap_minor is not None and amount_minor > terms.cap_minor:
         details = {**details, "capped_from_minor": amount_minor}
         amount_minor = terms.cap_minor
@@ -99,4 +99,4 @@ def apply_limits(
 
 def rates_text(activity: PlayerActivity, terms: Terms, categories: list[str]) -> dict[str, str]:
     """Return the rate applied to each category as decimal text, for the item's details."""
-    return {category: str(terms.rate(activity.vip_tier, category)) for category in categories}
+    return {category: terms.rate_text(activity.vip_tier, category) for category in categories}

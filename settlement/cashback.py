@@ -9,8 +9,6 @@ raises the rate, and the credit is at most the highest rate times the net loss.
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 from settlement.calculation import (
     NO_BASIS,
     Calculation,
@@ -42,17 +40,14 @@ def calculate_net_loss_credit(activity: PlayerActivity, terms: Terms) -> Calcula
 
     losing = [category for category in totals if category.net_loss_minor > 0]
     total_loss_minor = sum(category.net_loss_minor for category in losing)
-    weighted_rate = (
-        sum(
-            (
-                terms.rate_fraction(activity.vip_tier, category.category) * category.net_loss_minor
-                for category in losing
-            ),
-            Fraction(0),
-        )
-        / total_loss_minor
+    # The weighted rate is scaled_loss_minor / (rate_scale * total_loss_minor), and the
+    # credit is that rate times the net loss, rounded down in one floor division.
+    scaled_loss_minor = sum(
+        terms.scaled_rate(activity.vip_tier, category.category) * category.net_loss_minor
+        for category in losing
     )
-    return apply_limits(net_loss_minor, weighted_rate * net_loss_minor, terms, details)
+    amount_minor = (scaled_loss_minor * net_loss_minor) // (terms.rate_scale * total_loss_minor)
+    return apply_limits(net_loss_minor, amount_minor, terms, details)
 
 
 def calculate_cashback(activity: PlayerActivity, terms: Terms) -> Calculation:

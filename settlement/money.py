@@ -7,9 +7,7 @@ down for a credit, so a player is never paid more than the terms give.
 
 from __future__ import annotations
 
-import math
 from decimal import ROUND_FLOOR, Decimal
-from fractions import Fraction
 
 #: Decimal places a currency may have (ISO 4217 uses 0, 2 and 3).
 MINOR_UNIT_CHOICES = (0, 2, 3)
@@ -32,11 +30,6 @@ def to_minor(amount: Decimal, minor_units: int) -> int:
     quantum = Decimal(1).scaleb(-minor_units)
     rounded = amount.quantize(quantum, rounding=ROUND_FLOOR)
     return int(rounded.scaleb(minor_units))
-
-
-def floor_minor(amount_minor: Fraction) -> int:
-    """Return an exact amount of minor units rounded down to a whole minor unit."""
-    return math.floor(amount_minor)
 
 
 def format_money(amount_minor: int, currency: str, minor_units: int) -> str:

@@ -6,8 +6,6 @@ reach the calculator because eligibility counts settled bets only.
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 from settlement.calculation import (
     NO_BASIS,
     Calculation,
@@ -30,11 +28,8 @@ def calculate_rebate(activity: PlayerActivity, terms: Terms) -> Calculation:
     if basis_minor <= 0:
         return Calculation(0, 0, f"{NO_BASIS}: no valid turnover in counted categories", details)
 
-    exact_amount_minor = sum(
-        (
-            terms.rate_fraction(activity.vip_tier, category.category) * category.stake_minor
-            for category in totals
-        ),
-        Fraction(0),
+    scaled_amount_minor = sum(
+        terms.scaled_rate(activity.vip_tier, category.category) * category.stake_minor
+        for category in totals
     )
-    return apply_limits(basis_minor, exact_amount_minor, terms, details)
+    return apply_limits(basis_minor, scaled_amount_minor // terms.rate_scale, terms, details)

@@ -10,6 +10,7 @@ constraints cannot express, such as an empty category list.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -44,22 +45,38 @@ class Terms:
     cap_minor: int | None
     counted_categories: frozenset[str] | None
     rates: Mapping[tuple[int, str], Decimal] = field(default_factory=dict)
-    #: Rates as exact fractions, filled as they are first asked for.
-    _fractions: dict[tuple[int, str], Fraction] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
+    #: The common denominator of every rate: each rate times it is a whole number.
+    rate_scale: int = field(init=False, repr=False, compare=False)
+    #: Each rate times ``rate_scale``, exact.
+    _scaled_rates: dict[tuple[int, str], int] = field(init=False, repr=False, compare=False)
+    #: Each rate as decimal text, for the items' details.
+    _rate_texts: dict[tuple[int, str], str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Rates are finite Decimals, so each is an exact fraction; only an invalid
+        # rate (NaN or infinite) has none, and validate_terms rejects it by name.
+        fractions = {key: Fraction(rate) for key, rate in self.rates.items() if rate.is_finite()}
+        scale = math.lcm(1, *(fraction.denominator for fraction in fractions.values()))
+        object.__setattr__(self, "rate_scale", scale)
+        object.__setattr__(
+            self,
+            "_scaled_rates",
+            {key: int(fraction * scale) for key, fraction in fractions.items()},
+        )
+        object.__setattr__(
+            self, "_rate_texts", {key: str(rate) for key, rate in self.rates.items()}
+        )
 
     def rate(self, vip_tier: int, category: str) -> Decimal:
         return self.rates.get((vip_tier, category), Decimal(0))
 
-    def rate_fraction(self, vip_tier: int, category: str) -> Fraction:
-        """Return :meth:`rate` as an exact Fraction, converted once per tier and category."""
-        key = (vip_tier, category)
-        fraction = self._fractions.get(key)
-        if fraction is None:
-            fraction = Fraction(self.rate(vip_tier, category))
-            self._fractions[key] = fraction
-        return fraction
+    def scaled_rate(self, vip_tier: int, category: str) -> int:
+        """Return :meth:`rate` times ``rate_scale``: an exact whole number, 0 for no rate."""
+        return self._scaled_rates.get((vip_tier, category), 0)
+
+    def rate_text(self, vip_tier: int, category: str) -> str:
+        """Return :meth:`rate` as decimal text."""
+        return self._rate_texts.get((vip_tier, category), "0")
 
     def counts(self, category: str) -> bool:
         return self.counted_categories is None or category in self.counted_categories

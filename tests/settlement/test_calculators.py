@@ -6,7 +6,10 @@ Amounts are in minor units. The expected values were worked out by hand
 
 from __future__ import annotations
 
+import math
+import random
 from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 
@@ -396,3 +399,40 @@ def test_validate_bad_terms_raises(terms: Terms, message: str) -> None:
 def test_validate_good_terms_passes() -> None:
     assert validate_terms(CASHBACK) is CASHBACK
     assert validate_terms(LOSSBACK) is LOSSBACK
+
+
+def _random_rate(generator: random.Random) -> str:
+    return f"{generator.randint(0, 1_000_000) / 1_000_000:.6f}"
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_calculators_equal_exact_fraction_arithmetic(seed: int) -> None:
+    """Whole-number arithmetic gives the floor of the exact rational amount, checked by Fraction."""
+    generator = random.Random(seed)
+    categories = ["slots", "live", "sports"]
+    for _ in range(200):
+        rates = {(0, category): _random_rate(generator) for category in categories}
+        terms = make_terms("cashback", rates)
+        player = activity(
+            0,
+            *(
+                (category, generator.randint(0, 10**9), generator.randint(0, 10**9))
+                for category in categories
+            ),
+        )
+        rate = {category: Fraction(Decimal(rates[(0, category)])) for category in categories}
+
+        rebate = calculate_rebate(player, terms)
+        turnover = sum(rate[c.category] * c.stake_minor for c in player.categories)
+        assert rebate.amount_minor == math.floor(turnover)
+
+        cashback = calculate_cashback(player, terms)
+        net_loss = sum(c.net_loss_minor for c in player.categories)
+        losing = [c for c in player.categories if c.net_loss_minor > 0]
+        if net_loss <= 0:
+            assert cashback.amount_minor == 0
+            continue
+        weighted = sum(rate[c.category] * c.net_loss_minor for c in losing) / sum(
+            c.net_loss_minor for c in losing
+        )
+        assert cashback.amount_minor == math.floor(weighted * net_loss)
