@@ -165,6 +165,14 @@ class Settings(BaseSettings):
         description="Settlement items credited per batch.",
         json_schema_extra={"expected": "a whole number from 1 to 100000"},
     )
+    settlement_credit_workers: Annotated[int, Field(ge=1, le=16)] = Field(
+        2,
+        description=(
+            "Settlement batches credited at the same time, each in its own transaction;"
+            " PostgreSQL only, SQLite credits one at a time."
+        ),
+        json_schema_extra={"expected": "a whole number from 1 to 16"},
+    )
     settlement_grace_seconds: PositiveSeconds = Field(
         3 * 3600.0,
         description="Seconds added to a settlement's period to form its freshness budget.",

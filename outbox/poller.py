@@ -304,7 +304,7 @@ def _record_results(
     outcome: OutboxOutcome,
     park_now: set[uuid.UUID],
 ) -> None:
-    """Keep the published mark of accepted rows; clear it on the rest and record failed attempts.
+    """Keep the published mark of accepted rows, clear it on the rest, and record failed attempts.
 
     Rows in ``park_now`` failed a row check and are parked on this attempt.
     """
@@ -383,7 +383,7 @@ def _clear_published(session: Session, table: Table, row_ids: list[int]) -> Any:
     """Return the UPDATE that clears the provisional ``published_at`` of ``row_ids``.
 
     On PostgreSQL the ids are one array parameter, so the statement text is the
-    same for every number of rows; SQLite gets an ``IN`` list.
+    same for every number of rows. SQLite gets an ``IN`` list.
     """
     statement = update(table).values(published_at=None)
     if session.get_bind().dialect.name == "postgresql":
@@ -398,7 +398,7 @@ class _ClaimedBatch:
 
     session: Session
     rows: list[Row[Any]]
-    #: ``time.monotonic()`` when the claim returned; no message starts more than T later.
+    #: ``time.monotonic()`` when the claim returned. No message starts more than T later.
     claimed_at: float
 
     def close(self) -> None:
@@ -426,9 +426,10 @@ def _publish_and_commit(
     settings: Settings,
     outcome: OutboxOutcome,
 ) -> bool:
-    """Publish a claimed batch, record each row's fate and commit; return True if all were accepted.
+    """Publish a claimed batch, record each row's fate and commit.
 
-    The transaction is closed in every case; on an error it rolls back.
+    Returns True when the broker accepted every row. The transaction is closed
+    in every case, and an error rolls it back.
     """
     try:
         messages = [_message_of(row, publisher.reads_stored_json) for row in batch.rows]

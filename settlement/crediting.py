@@ -7,14 +7,22 @@ failure, lost connection) are retried with exponential backoff. A batch that
 fails for any other reason is split in halves until each failing item is
 alone in its batch. Those items become failed items that keep the error, and the rest are
 credited.
+
+Several batches may be credited at once (:func:`credit_concurrently`). They
+never share a wallet, because a run has one item per player, and each batch
+locks its wallets in id order, so batches of different runs do not deadlock
+either.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 import psycopg
@@ -108,6 +116,8 @@ class BatchCrediter:
         self.attempts: dict[int, int] = {}
         self.failures_logged = 0
         self.transient_retries = 0
+        # Batches may be credited on several threads; they share the counters above.
+        self._counters_lock = threading.Lock()
 
     def credit(self, credits: Sequence[Credit]) -> None:
         """Credit ``credits``, isolating failures; every item ends credited, skipped or failed.
@@ -218,21 +228,24 @@ class BatchCrediter:
         self._retrying(write, credits)
 
     def _log_failure(self, credit: Credit, error: str) -> None:
-        self.failures_logged += 1
-        if self.failures_logged > MAX_LOGGED_ITEM_FAILURES:
+        with self._counters_lock:
+            self.failures_logged += 1
+            failures_logged = self.failures_logged
+        if failures_logged > MAX_LOGGED_ITEM_FAILURES:
             return
         suffix = " (further failures of this run are counted, not logged)"
         logger.error(
             "credit of player %s failed: %s%s",
             credit.player_id,
             error,
-            suffix if self.failures_logged == MAX_LOGGED_ITEM_FAILURES else "",
+            suffix if failures_logged == MAX_LOGGED_ITEM_FAILURES else "",
             extra={"ids": {"player_id": credit.player_id}},
         )
 
     def _retrying(self, action: Callable[[], T], credits: Sequence[Credit]) -> T:
         def before_sleep(state: RetryCallState) -> None:
-            self.transient_retries += 1
+            with self._counters_lock:
+                self.transient_retries += 1
             error = state.outcome.exception() if state.outcome else None
             wait = state.next_action.sleep if state.next_action else 0.0
             logger.warning(
@@ -261,3 +274,36 @@ class BatchCrediter:
         with log_context(run_id=self.run_id):
             result: Any = retrying(action)
         return result
+
+
+def credit_concurrently(
+    crediter: BatchCrediter, batches: Iterable[Sequence[Credit]], workers: int
+) -> None:
+    """Credit ``batches`` with up to ``workers`` batches in flight, each on its own connection.
+
+    While one batch waits for the database, another is prepared in Python,
+    and the database works on two batches at once. At most ``workers``
+    batches are held at a time, so memory stays flat. The first error that
+    :meth:`BatchCrediter.credit` raises stops new batches; it is raised once
+    the batches in flight have finished.
+    """
+    if workers <= 1:
+        for credits in batches:
+            crediter.credit(credits)
+        return
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="settlement-credit") as pool:
+        in_flight: set[Future[None]] = set()
+        try:
+            for credits in batches:
+                if len(in_flight) >= workers:
+                    done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        future.result()
+                # A copy of the log context, so the batch's log lines carry the run's ids.
+                context = contextvars.copy_context()
+                in_flight.add(pool.submit(context.run, crediter.credit, credits))
+        finally:
+            finished, _ = wait(in_flight)
+        for future in finished:
+            future.result()

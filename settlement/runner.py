@@ -30,7 +30,7 @@ from app.redaction import describe_error
 from app.settings import Settings, get_settings
 from settlement.calculation import Calculation, PlayerActivity
 from settlement.cashback import calculate_cashback
-from settlement.crediting import BatchCrediter
+from settlement.crediting import BatchCrediter, credit_concurrently
 from settlement.eligibility import iter_activity
 from settlement.errors import InvalidTerms
 from settlement.ledger import (
@@ -291,9 +291,7 @@ def run_settlement(
             )
             eligible = 0
             try:
-                eligible = _settle(
-                    engine, gateway, kind, period, run_id, settings.settlement_batch_size
-                )
+                eligible = _settle(engine, gateway, kind, period, run_id, settings)
                 outcome = finish_run(engine, run_id, eligible)
             except Exception as exc:
                 error = describe_error(exc)
@@ -307,7 +305,12 @@ def run_settlement(
 
 
 def _settle(
-    engine: Engine, gateway: WalletGateway, kind: str, period: Period, run_id: int, batch_size: int
+    engine: Engine,
+    gateway: WalletGateway,
+    kind: str,
+    period: Period,
+    run_id: int,
+    settings: Settings,
 ) -> int:
     """Create the run's items and credit the pending ones; returns the eligible count.
 
@@ -315,23 +318,25 @@ def _settle(
     the items table in batches by item id, so memory does not grow with the
     number of players.
     """
+    batch_size = settings.settlement_batch_size
+    workers = settings.settlement_credit_workers if engine.dialect.name == "postgresql" else 1
     eligible = _insert_planned_items(engine, run_id, kind, period)
     with transaction(engine) as session:
         pending = count_pending(session, run_id)
     logger.info(
-        "settlement %s %s: %d eligible players, %d credits to make in batches of %d",
+        "settlement %s %s: %d eligible players, %d credits to make in batches of %d, %d at a time",
         kind,
         period.key,
         eligible,
         pending,
         batch_size,
+        workers,
     )
 
     crediter = BatchCrediter(engine, gateway, run_id=run_id)
     batches = _pending_credit_batches(engine, run_id, kind, period.key, batch_size)
     with closing(batches):
-        for credits in batches:
-            crediter.credit(credits)
+        credit_concurrently(crediter, batches, workers)
     return eligible
 
 

@@ -78,7 +78,7 @@ class DeferringPublisher:
 
 
 @pytest.mark.postgres
-def test_deferred_row_is_published_before_later_rows_of_its_aggregate(
+def test_deferred_row_keeps_aggregate_order(
     pg_database_url: str,
 ) -> None:
     point_settings_at(OUTBOX_BATCH_SIZE="2")
