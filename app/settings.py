@@ -126,7 +126,7 @@ class Settings(BaseSettings):
         json_schema_extra={"expected": "a number of seconds greater than 0"},
     )
     outbox_batch_size: BatchSize = Field(
-        500,
+        1000,
         description="Rows claimed per outbox poll batch.",
         json_schema_extra={"expected": "a whole number from 1 to 100000"},
     )

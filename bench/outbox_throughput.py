@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from app.settings import Settings
 from bench.common import (
     QUEUE_PREFIX,
     RABBITMQ_URL,
@@ -41,7 +42,7 @@ STREAM = "wallet"
 EXCHANGE = f"outbox.{STREAM}"
 EVENT_TYPE = "wallet.credited"
 #: Rows per outbox batch (the OUTBOX_BATCH_SIZE default), in every figure but one.
-BATCH_SIZE = 500
+BATCH_SIZE: int = Settings.model_fields["outbox_batch_size"].default
 #: OUTBOX_BATCH_SIZE of the extra Redis figure: fewer, larger batches.
 LARGE_BATCH_SIZE = 2000
 #: Drain budget of the benchmark runs: large enough that one run drains every row.

@@ -194,6 +194,7 @@ def _claim_statement(table: Table, batch_size: int, stored_json: bool, skip_lock
         columns = [table.c[name] for name in CLAIMED_COLUMNS if name not in ("payload", "headers")]
         columns.append(cast(table.c.payload, Text).label("payload_json"))
         columns.append(cast(table.c.headers, Text).label("headers_json"))
+        columns.append(cast(table.c.event_id, Text).label("event_id_text"))
     return (
         update(table)
         .where(table.c.id.in_(claimed_ids))
@@ -273,16 +274,31 @@ def _begin_batch(session: Session, broker_timeout_seconds: float) -> datetime:
 
 def _message_of(row: Row[Any], stored_json: bool) -> OutboxMessage:
     if stored_json:
+        # Unpacked by position: the columns of _claim_statement with stored_json.
+        values: tuple[Any, ...] = tuple(row)
+        (
+            _row_id,
+            event_id,
+            aggregate_type,
+            aggregate_id,
+            event_type,
+            created_at,
+            _attempts,
+            payload_json,
+            headers_json,
+            event_id_text,
+        ) = values
         return OutboxMessage(
-            event_id=row.event_id,
-            aggregate_type=row.aggregate_type,
-            aggregate_id=row.aggregate_id,
-            event_type=row.event_type,
-            payload=None,
-            headers=None,
-            created_at=row.created_at,
-            payload_json=row.payload_json,
-            headers_json=row.headers_json,
+            event_id,
+            aggregate_type,
+            aggregate_id,
+            event_type,
+            None,
+            None,
+            created_at,
+            payload_json,
+            headers_json,
+            event_id_text,
         )
     return OutboxMessage(
         event_id=row.event_id,

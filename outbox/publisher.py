@@ -26,11 +26,10 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from json.encoder import encode_basestring_ascii
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from amqp.exceptions import MessageNacked
 from kombu import Connection, Exchange, Producer, Queue, binding
@@ -62,12 +61,12 @@ OUTBOX_HEADER_NAMES = ("event_id", "event_type", "aggregate_type", "aggregate_id
 _OUTBOX_HEADER_NAME_STARTS = ('"event_', '"aggregate_', '"created_at"')
 
 
-@dataclass(frozen=True)
-class OutboxMessage:
+class OutboxMessage(NamedTuple):
     """One outbox row as it is published.
 
     A poller that reads a row's JSON columns as stored text sets
-    ``payload_json`` and ``headers_json`` instead of ``payload`` and ``headers``.
+    ``payload_json`` and ``headers_json`` instead of ``payload`` and
+    ``headers``. It is a named tuple because a drain builds one per row.
     """
 
     event_id: uuid.UUID
@@ -82,6 +81,12 @@ class OutboxMessage:
     payload_json: str | None = None
     #: The row's headers as the JSON text stored in the row.
     headers_json: str | None = None
+    #: ``event_id`` as text, when the poller read it so.
+    event_id_text: str | None = None
+
+    def message_id(self) -> str:
+        """Return the event id as text: the message id of the published message."""
+        return self.event_id_text or str(self.event_id)
 
     def row_headers(self) -> dict[str, Any]:
         if self.headers is not None:
@@ -92,7 +97,7 @@ class OutboxMessage:
         """Return the row's headers plus the outbox ones, which win on a name clash."""
         return {
             **self.row_headers(),
-            "event_id": str(self.event_id),
+            "event_id": self.message_id(),
             "event_type": self.event_type,
             "aggregate_type": self.aggregate_type,
             "aggregate_id": self.aggregate_id,
@@ -119,7 +124,7 @@ class OutboxMessage:
         ):
             return json.dumps(self.message_headers())
         outbox_headers = (
-            f'"event_id": "{self.event_id}", "event_type": {json_string(self.event_type)},'
+            f'"event_id": "{self.message_id()}", "event_type": {json_string(self.event_type)},'
             f' "aggregate_type": {json_string(self.aggregate_type)},'
             f' "aggregate_id": {json_string(self.aggregate_id)},'
             f' "created_at": "{self.created_at.isoformat()}"'
@@ -135,8 +140,9 @@ def json_string(value: str) -> str:
     return encode_basestring_ascii(value)
 
 
-@dataclass(frozen=True)
-class PublishResult:
+class PublishResult(NamedTuple):
+    """The fate of one message: accepted, failed with an error, or not sent."""
+
     event_id: uuid.UUID
     status: PublishStatus
     error: str | None = None
@@ -413,7 +419,7 @@ def redis_stored_message(
     return _REDIS_STORED_MESSAGE_FORM % {
         "body": body,
         "headers": message.message_headers_json(),
-        "message_id": f'"{message.event_id}"',
+        "message_id": f'"{message.message_id()}"',
         "delivery_tag": json_string(delivery_tag or str(uuid.uuid4())),
         "exchange": json_string(exchange),
         "routing_key": json_string(message.event_type),

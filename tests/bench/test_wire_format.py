@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -87,7 +86,7 @@ def test_stored_message_sends_payload_json_unchanged() -> None:
     ],
 )
 def test_stored_headers_text_decodes_to_the_message_headers(headers_json: str) -> None:
-    message = replace(_message(), headers=None, headers_json=headers_json)
+    message = _message()._replace(headers=None, headers_json=headers_json)
 
     headers = json.loads(message.message_headers_json())
 
