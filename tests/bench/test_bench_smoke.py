@@ -9,6 +9,7 @@ import pytest
 from bench.__main__ import run_benchmarks
 from bench.common import QUICK, Sizes
 from bench.markdown import RESULTS_END, RESULTS_START, render_results, replace_results
+from bench.outbox_throughput import BATCH_SIZE
 
 #: One run per figure, a few rows: proves the code paths, measures nothing.
 SMOKE = Sizes(**{**QUICK.__dict__, "runs": 1, "probe_runs": 1, "freshness_iterations": 5})
@@ -49,8 +50,8 @@ def test_bench_all_benchmarks_report_figures(
     assert text.endswith(f"{RESULTS_END}\n\ntail\n")
     assert "\nold\n" not in text
     assert (
-        "| outbox_throughput | drain_stream, PostgreSQL to Redis, 600 rows, batches of 500 |"
-        in text
+        "| outbox_throughput | drain_stream, PostgreSQL to Redis, 600 rows,"
+        f" batches of {BATCH_SIZE} |" in text
     )
 
 
