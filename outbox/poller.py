@@ -491,26 +491,28 @@ def _publish_checked(
     """
     park_now: set[uuid.UUID] = set()
     blocked_aggregates: set[tuple[str, str]] = set()
-    preset: dict[uuid.UUID, PublishResult] = {}
+    # One slot per message: a result set here, or None for a message sent below.
+    results: list[PublishResult | None] = []
     sendable: list[OutboxMessage] = []
+    max_payload_bytes = settings.outbox_max_payload_bytes
 
     for message in messages:
         aggregate = (message.aggregate_type, message.aggregate_id)
-        if aggregate in blocked_aggregates:
-            preset[message.event_id] = PublishResult(message.event_id, PublishStatus.NOT_SENT)
+        if blocked_aggregates and aggregate in blocked_aggregates:
+            results.append(PublishResult(message.event_id, PublishStatus.NOT_SENT))
             continue
-        reason = unpublishable_reason(message, settings.outbox_max_payload_bytes)
+        reason = unpublishable_reason(message, max_payload_bytes)
         if reason is not None:
-            preset[message.event_id] = PublishResult(message.event_id, PublishStatus.FAILED, reason)
+            results.append(PublishResult(message.event_id, PublishStatus.FAILED, reason))
             park_now.add(message.event_id)
             blocked_aggregates.add(aggregate)
             continue
+        results.append(None)
         sendable.append(message)
 
-    sent = publisher.publish_batch(sendable, deadline=deadline) if sendable else []
-    sent_by_id = {result.event_id: result for result in sent}
-    results = [preset.get(m.event_id) or sent_by_id[m.event_id] for m in messages]
-    return results, park_now
+    # publish_batch returns one result per sendable message, in their order.
+    sent = iter(publisher.publish_batch(sendable, deadline=deadline) if sendable else [])
+    return [result if result is not None else next(sent) for result in results], park_now
 
 
 def drain_stream(

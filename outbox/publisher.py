@@ -338,9 +338,10 @@ class RedisPublisher(VirtualPublisher):
         # sent. A command that fails on the server (a queue key of the wrong type)
         # does not stop later messages of its aggregate, which were already pushed.
         failed_aggregates: set[tuple[str, str]] = set()
+        exchange_json = json_string(self.route.exchange)
         with channel.conn_or_acquire() as client, client.pipeline(transaction=False) as pipeline:
             for index, message in enumerate(messages):
-                if _aggregate_of(message) in failed_aggregates:
+                if failed_aggregates and _aggregate_of(message) in failed_aggregates:
                     results[index] = PublishResult(message.event_id, PublishStatus.NOT_SENT)
                     continue
                 queues = queues_by_key.get(message.event_type)
@@ -353,8 +354,8 @@ class RedisPublisher(VirtualPublisher):
                         message, _unroutable_error(self.route, message.event_type)
                     )
                     continue
-                stored = redis_stored_message(
-                    message, self.route.exchange, delivery_tag=f"{batch_tag}.{index}"
+                stored = _stored_message_text(
+                    message, exchange_json, delivery_tag_json=f'"{batch_tag}.{index}"'
                 )
                 for queue in queues:
                     pipeline.lpush(queue, stored)
@@ -412,6 +413,13 @@ def redis_stored_message(
     escape. ``delivery_tag`` must be unique among unacknowledged messages; a
     random UUID is used when none is given. The body is ``payload_json`` when set.
     """
+    return _stored_message_text(
+        message, json_string(exchange), json_string(delivery_tag or str(uuid.uuid4()))
+    )
+
+
+def _stored_message_text(message: OutboxMessage, exchange_json: str, delivery_tag_json: str) -> str:
+    """Build :func:`redis_stored_message`'s text from the exchange and tag as JSON strings."""
     payload_json = message.payload_json
     if payload_json is None:
         payload_json = json.dumps(message.payload)
@@ -420,8 +428,8 @@ def redis_stored_message(
         "body": body,
         "headers": message.message_headers_json(),
         "message_id": f'"{message.message_id()}"',
-        "delivery_tag": json_string(delivery_tag or str(uuid.uuid4())),
-        "exchange": json_string(exchange),
+        "delivery_tag": delivery_tag_json,
+        "exchange": exchange_json,
         "routing_key": json_string(message.event_type),
     }
 

@@ -158,6 +158,7 @@ class BatchCrediter:
                     f"wallet gateway returned no result for players {missing}"
                 )
             self._write_results(session, credits, results)
+        self._forget_attempts(credits)
 
         for credit in credits:
             result = results[credit.item_id]
@@ -226,6 +227,12 @@ class BatchCrediter:
                 session.execute(update(SettlementItem), rows)
 
         self._retrying(write, credits)
+        self._forget_attempts(credits)
+
+    def _forget_attempts(self, credits: Sequence[Credit]) -> None:
+        """Drop the attempt counts of items whose outcome is written, so memory stays flat."""
+        for credit in credits:
+            self.attempts.pop(credit.item_id, None)
 
     def _log_failure(self, credit: Credit, error: str) -> None:
         with self._counters_lock:
