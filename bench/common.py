@@ -87,6 +87,28 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def process_cpu_seconds() -> float:
+    """Return the user plus system CPU seconds this process has used, all threads included."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+#: Clock ticks per second of the counters in /proc/stat.
+CLOCK_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_cpu_seconds() -> float:
+    """Return the CPU seconds all processes of this machine have used since boot (Linux).
+
+    It is the sum of the first line of /proc/stat without idle and iowait, so
+    the difference over a run includes the database server's work.
+    """
+    with open("/proc/stat", encoding="ascii") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:]]
+    idle, iowait = fields[3], fields[4]
+    return (sum(fields) - idle - iowait) / CLOCK_TICKS_PER_SECOND
+
+
 def run_in_child(function: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
     """Run ``function(*args)`` in a fresh spawned process and return its result.
 

@@ -29,8 +29,10 @@ from bench.common import (
     Report,
     Sizes,
     apply_environment,
+    machine_busy_cpu_seconds,
     peak_rss_mib,
     private_postgres,
+    process_cpu_seconds,
     run_in_child,
 )
 
@@ -116,12 +118,17 @@ def settle_child(environment: dict[str, str], period_key: str, failing: bool) ->
     rss_before = peak_rss_mib()
 
     started = time.perf_counter()
+    cpu_before, machine_before = process_cpu_seconds(), machine_busy_cpu_seconds()
     outcome = run_settlement(KIND, period_key, gateway=gateway, engine=engine)
+    cpu_seconds = process_cpu_seconds() - cpu_before
+    machine_cpu_seconds = machine_busy_cpu_seconds() - machine_before
     seconds = time.perf_counter() - started
 
     engine.dispose()
     return {
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "machine_cpu_seconds": machine_cpu_seconds,
         "counts": dict(outcome.counts),
         "status": outcome.status,
         "rss_before_mib": rss_before,
@@ -259,6 +266,22 @@ def run(sizes: Sizes, report: Report) -> None:
     main.note = (
         f"{plain[0]['credited']:,} credited, {counts.get('skipped', 0):,} skipped"
         f" of {counts.get('eligible', 0):,} eligible; median {_median_seconds(plain):.2f} s per run"
+    )
+    report.add(
+        Figure(
+            name,
+            "CPU time of the settling process (all its threads) per run",
+            "s",
+            [result["cpu_seconds"] for result in plain],
+        )
+    )
+    report.add(
+        Figure(
+            name,
+            "CPU time of the whole machine per run (PostgreSQL included; 2 cores give 2 s per s)",
+            "s",
+            [result["machine_cpu_seconds"] for result in plain],
+        )
     )
     with_failures = report.add(
         Figure(

@@ -34,7 +34,7 @@ def test_bench_all_benchmarks_report_figures(
     )
 
     assert {figure.benchmark for figure in report.figures} == EXPECTED_BENCHMARKS
-    assert len(report.figures) == 18
+    assert len(report.figures) == 20
     for figure in report.figures:
         assert len(figure.values) >= 1, figure.name
         assert all(value > 0 for value in figure.values), figure.name
