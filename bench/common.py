@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import resource
 import statistics
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -107,6 +108,19 @@ def machine_busy_cpu_seconds() -> float:
         fields = [int(value) for value in stat.readline().split()[1:]]
     idle, iowait = fields[3], fields[4]
     return (sum(fields) - idle - iowait) / CLOCK_TICKS_PER_SECOND
+
+
+def timed(phases: dict[str, float], name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    """Return ``function`` wrapped so that each call adds its wall time to ``phases[name]``."""
+
+    def timed_call(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            phases[name] = phases.get(name, 0.0) + time.perf_counter() - started
+
+    return timed_call
 
 
 def run_in_child(function: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:

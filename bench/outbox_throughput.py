@@ -36,6 +36,7 @@ from bench.common import (
     peak_rss_mib,
     private_postgres,
     run_in_child,
+    timed,
 )
 
 STREAM = "wallet"
@@ -437,27 +438,26 @@ def run(sizes: Sizes, report: Report, database_url: str, rabbitmq: bool = True) 
 
 
 def _timed_phases(phases: dict[str, float]) -> None:
-    """Wrap the poller's steps in this process so that each adds its wall time to ``phases``."""
+    """Wrap the poller's steps in this process so that each adds its wall time to ``phases``.
+
+    The claim of the next batch runs on a second thread while the current one
+    is published, so the claim time overlaps the other steps.
+    """
     from outbox import poller, publisher
 
-    def timing(name: str, function: Any) -> Any:
-        def timed_call(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                phases[name] = phases.get(name, 0.0) + time.perf_counter() - started
-
-        return timed_call
-
-    poller.poll_batch = timing("batch transaction, total", poller.poll_batch)
-    poller._begin_batch = timing("begin: limits and clock", poller._begin_batch)
-    poller.claim_batch = timing("claim and mark: UPDATE ... RETURNING", poller.claim_batch)
-    poller._record_results = timing("record: clear the mark of failed rows", poller._record_results)
-    poller.database_now = timing("clock before marking", poller.database_now)
-    publisher.RedisPublisher.publish_batch = timing(  # type: ignore[method-assign]
-        "publish: build messages, pipelined LPUSH", publisher.RedisPublisher.publish_batch
+    poller._claim = timed(
+        phases, "claim and mark (claiming thread): begin, UPDATE ... RETURNING", poller._claim
     )
+    poller._publish_and_commit = timed(
+        phases, "publish and commit (main thread), total", poller._publish_and_commit
+    )
+    publisher.RedisPublisher.publish_batch = timed(
+        phases,  # type: ignore[method-assign]
+        "  of which publish: build messages, pipelined LPUSH",
+        publisher.RedisPublisher.publish_batch,
+    )
+    poller._record_results = timed(phases, "  of which record results", poller._record_results)
+    poller._message_of = timed(phases, "  of which build OutboxMessage tuples", poller._message_of)
 
 
 def main() -> None:

@@ -34,6 +34,7 @@ from bench.common import (
     private_postgres,
     process_cpu_seconds,
     run_in_child,
+    timed,
 )
 
 KIND = "rebate"
@@ -310,13 +311,31 @@ def _median_seconds(results: list[dict[str, Any]]) -> float:
     return seconds[len(seconds) // 2]
 
 
+def _timed_phases(phases: dict[str, float]) -> None:
+    """Wrap the run's two steps in this process so that each adds its wall time to ``phases``."""
+    from settlement import runner
+
+    runner._insert_planned_items = timed(
+        phases, "plan: activity query, amounts, items inserted", runner._insert_planned_items
+    )
+    runner.credit_concurrently = timed(
+        phases, "credit: batches of pending items", runner.credit_concurrently
+    )
+
+
 def main() -> None:
     """Seed and settle once in this process, for profiling with py-spy or pyinstrument."""
     parser = argparse.ArgumentParser(description="seed and run one rebate settlement")
     parser.add_argument("--players", type=int, default=20_000, help="players to seed")
     parser.add_argument("--failing", action="store_true", help="1%% of players fail")
+    parser.add_argument(
+        "--phases", action="store_true", help="print the wall time of planning and of crediting"
+    )
     arguments = parser.parse_args()
 
+    phases: dict[str, float] = {}
+    if arguments.phases:
+        _timed_phases(phases)
     with private_postgres("profile") as database_url:
         period_key = seed(database_url, arguments.players)
         reset(database_url)
@@ -325,6 +344,8 @@ def main() -> None:
         )
         credited = result["counts"].get("credited", 0)
         print(result, f"{credited / result['seconds']:.0f} credits/s")
+    for name, seconds in phases.items():
+        print(f"  {name}: {seconds:.2f} s")
 
 
 if __name__ == "__main__":
