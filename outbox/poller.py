@@ -581,8 +581,12 @@ def _drain_with(
         next_claim: Future[_ClaimedBatch] | None = None
         try:
             while True:
-                batch = next_claim.result() if next_claim is not None else claim()
-                next_claim = None
+                if next_claim is not None:
+                    # Taken out first, so that a failed claim is raised here, not rolled back.
+                    claimed_ahead, next_claim = next_claim, None
+                    batch = claimed_ahead.result()
+                else:
+                    batch = claim()
                 if not batch.rows:
                     batch.close()
                     return
