@@ -53,8 +53,8 @@ class Terms:
     _rate_texts: dict[tuple[int, str], str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # Rates are finite Decimals, so each is an exact fraction; only an invalid
-        # rate (NaN or infinite) has none, and validate_terms rejects it by name.
+        # A finite Decimal is an exact fraction. A NaN or infinite rate has none, and
+        # validate_terms rejects it by name, so it is left out here.
         fractions = {key: Fraction(rate) for key, rate in self.rates.items() if rate.is_finite()}
         scale = math.lcm(1, *(fraction.denominator for fraction in fractions.values()))
         object.__setattr__(self, "rate_scale", scale)

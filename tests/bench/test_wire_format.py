@@ -85,7 +85,7 @@ def test_stored_message_sends_payload_json_unchanged() -> None:
         '{"aggregate_id": "other", "created_at": "yesterday"}',
     ],
 )
-def test_stored_headers_text_decodes_to_the_message_headers(headers_json: str) -> None:
+def test_stored_headers_text_decodes_alike(headers_json: str) -> None:
     message = _message()._replace(headers=None, headers_json=headers_json)
 
     headers = json.loads(message.message_headers_json())

@@ -128,8 +128,8 @@ def test_database_lost_mid_run_rerun_credits_once(
     postgres_proxy.reject_new_connections = False
     credited_before_rerun = ledger_counts()
     assert set(credited_before_rerun.values()) == {1}
-    # Batches 1 and 2 are credited at once, and batch 3 cuts the database. It starts
-    # when one of them has committed; the other committed or was rolled back whole.
+    # Batches 1 and 2 are credited at once, and batch 3 cuts the database. Batch 3
+    # starts after one of them committed, and the other committed or rolled back whole.
     assert len(credited_before_rerun) in (BATCH_SIZE, 2 * BATCH_SIZE)
     monkeypatch.setattr(runner, "LedgerGateway", LedgerGateway)
 

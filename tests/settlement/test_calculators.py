@@ -406,7 +406,7 @@ def _random_rate(generator: random.Random) -> str:
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_calculators_equal_exact_fraction_arithmetic(seed: int) -> None:
+def test_calculators_match_fraction_arithmetic(seed: int) -> None:
     """Whole-number arithmetic gives the floor of the exact rational amount, checked by Fraction."""
     generator = random.Random(seed)
     categories = ["slots", "live", "sports"]
