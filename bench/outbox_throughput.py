@@ -146,12 +146,12 @@ class PerMessagePublisher:
         from kombu import Producer
 
         from outbox.publisher import (
-            PERSISTENT_DELIVERY_MODE,
             OutboxMessage,
             Publisher,
             PublishResult,
             PublishStatus,
             create_connection,
+            publish_with_kombu,
         )
 
         class _Publisher(Publisher):
@@ -162,15 +162,7 @@ class PerMessagePublisher:
                     self.connection.default_channel, exchange=self.exchange, auto_declare=False
                 )
                 for message in messages:
-                    producer.publish(
-                        message.payload,
-                        serializer="json",
-                        routing_key=message.event_type,
-                        delivery_mode=PERSISTENT_DELIVERY_MODE,
-                        message_id=str(message.event_id),
-                        headers=message.message_headers(),
-                        retry=False,
-                    )
+                    publish_with_kombu(producer, message)
                 return [PublishResult(m.event_id, PublishStatus.ACCEPTED) for m in messages]
 
         publisher = _Publisher(create_connection(settings), route, settings.broker_timeout_seconds)

@@ -186,6 +186,26 @@ def _unroutable_error(route: StreamRoute, routing_key: str) -> str:
     )
 
 
+def publish_with_kombu(producer: Producer, message: OutboxMessage, **options: Any) -> None:
+    """Send ``message`` with kombu's ``Producer.publish``, as the outbox sends every message.
+
+    The body is the payload as JSON, the routing key the event type and the
+    message id the event id. The message is persistent and carries
+    :meth:`OutboxMessage.message_headers`. ``options`` adds further publish
+    options, such as ``mandatory``. kombu does not retry.
+    """
+    producer.publish(
+        message.payload,
+        serializer="json",
+        routing_key=message.event_type,
+        delivery_mode=PERSISTENT_DELIVERY_MODE,
+        message_id=message.message_id(),
+        headers=message.message_headers(),
+        retry=False,
+        **options,
+    )
+
+
 class Publisher(ABC):
     """Publishes batches of one stream's messages over one broker connection.
 
@@ -285,15 +305,7 @@ class VirtualPublisher(Publisher):
                         _failed(message, _unroutable_error(self.route, message.event_type))
                     )
                     continue
-                producer.publish(
-                    message.payload,
-                    serializer="json",
-                    routing_key=message.event_type,
-                    delivery_mode=PERSISTENT_DELIVERY_MODE,
-                    message_id=str(message.event_id),
-                    headers=message.message_headers(),
-                    retry=False,
-                )
+                publish_with_kombu(producer, message)
             except self.broker_errors as exc:
                 failed_aggregates.add(_aggregate_of(message))
                 results.append(_failed(message, describe_error(exc)))
@@ -507,17 +519,7 @@ class AmqpPublisher(Publisher):
             if index > 0 and deadline is not None and time.monotonic() >= deadline:
                 break
             try:
-                producer.publish(
-                    message.payload,
-                    serializer="json",
-                    routing_key=message.event_type,
-                    mandatory=True,
-                    delivery_mode=PERSISTENT_DELIVERY_MODE,
-                    message_id=str(message.event_id),
-                    headers=message.message_headers(),
-                    timeout=self.timeout_seconds,
-                    retry=False,
-                )
+                publish_with_kombu(producer, message, mandatory=True, timeout=self.timeout_seconds)
             except self.broker_errors as exc:
                 # The channel may be closed and its delivery tags unknown: stop using it.
                 self.broken = True

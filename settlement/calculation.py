@@ -97,6 +97,11 @@ def apply_limits(
     return Calculation(basis_minor, amount_minor, None, details)
 
 
-def rates_text(activity: PlayerActivity, terms: Terms, categories: list[str]) -> dict[str, str]:
-    """Return the rate applied to each category as decimal text, for the item's details."""
-    return {category: terms.rate_text(activity.vip_tier, category) for category in categories}
+def category_details(
+    activity: PlayerActivity, terms: Terms, basis_name: str, basis_by_category: dict[str, int]
+) -> dict[str, Any]:
+    """Return an item's details: each category's basis under ``basis_name`` and its rate."""
+    rates = {
+        category: terms.rate_text(activity.vip_tier, category) for category in basis_by_category
+    }
+    return {basis_name: basis_by_category, "rates": rates}

@@ -14,8 +14,8 @@ from settlement.calculation import (
     Calculation,
     PlayerActivity,
     apply_limits,
+    category_details,
     counted,
-    rates_text,
 )
 from settlement.terms import Terms
 
@@ -24,10 +24,12 @@ def calculate_net_loss_credit(activity: PlayerActivity, terms: Terms) -> Calcula
     """Return the credit on the player's net loss over the categories ``terms`` count."""
     totals = counted(activity, terms)
     net_loss_minor = sum(category.net_loss_minor for category in totals)
-    details = {
-        "net_loss_minor": {category.category: category.net_loss_minor for category in totals},
-        "rates": rates_text(activity, terms, [category.category for category in totals]),
-    }
+    details = category_details(
+        activity,
+        terms,
+        "net_loss_minor",
+        {category.category: category.net_loss_minor for category in totals},
+    )
     if not totals:
         return Calculation(0, 0, f"{NO_BASIS}: no settled bets in counted categories", details)
     if net_loss_minor <= 0:

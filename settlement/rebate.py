@@ -11,8 +11,8 @@ from settlement.calculation import (
     Calculation,
     PlayerActivity,
     apply_limits,
+    category_details,
     counted,
-    rates_text,
 )
 from settlement.terms import Terms
 
@@ -21,10 +21,12 @@ def calculate_rebate(activity: PlayerActivity, terms: Terms) -> Calculation:
     """Return the rebate of one player: the sum over counted categories of stake times rate."""
     totals = counted(activity, terms)
     basis_minor = sum(category.stake_minor for category in totals)
-    details = {
-        "turnover_minor": {category.category: category.stake_minor for category in totals},
-        "rates": rates_text(activity, terms, [category.category for category in totals]),
-    }
+    details = category_details(
+        activity,
+        terms,
+        "turnover_minor",
+        {category.category: category.stake_minor for category in totals},
+    )
     if basis_minor <= 0:
         return Calculation(0, 0, f"{NO_BASIS}: no valid turnover in counted categories", details)
 

@@ -135,18 +135,27 @@ def insert_items(
     never hold every item in memory.
     """
     now = database_now(session)
-    postgres = session.get_bind().dialect.name == "postgresql"
     inserted = 0
     for chunk in _chunks(planned, chunk_rows):
-        if postgres:
-            session.execute(
-                _JSON_ITEM_INSERT, _item_parameters(run_id, kind, period_key, now, chunk)
-            )
-        else:
-            rows = [_item_row(run_id, kind, period_key, now, item) for item in chunk]
-            session.execute(insert(SettlementItem.__table__), rows)  # type: ignore[arg-type]
+        _insert_chunk(session, run_id, kind, period_key, now, chunk)
         inserted += len(chunk)
     return inserted
+
+
+def _insert_chunk(
+    session: Session,
+    run_id: int,
+    kind: str,
+    period_key: str,
+    now: datetime,
+    chunk: list[PlannedItem],
+) -> None:
+    """Insert one chunk of items: one JSON parameter on PostgreSQL, a multi-row insert on SQLite."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(_JSON_ITEM_INSERT, _item_parameters(run_id, kind, period_key, now, chunk))
+        return
+    rows = [_item_row(run_id, kind, period_key, now, item) for item in chunk]
+    session.execute(insert(SettlementItem.__table__), rows)  # type: ignore[arg-type]
 
 
 #: Chunks of planned items waiting for the sending thread of insert_items_overlapped.
@@ -177,9 +186,7 @@ def insert_items_overlapped(
             if send_errors:
                 continue  # keep taking chunks so that the producer never blocks
             try:
-                session.execute(
-                    _JSON_ITEM_INSERT, _item_parameters(run_id, kind, period_key, now, chunk)
-                )
+                _insert_chunk(session, run_id, kind, period_key, now, chunk)
             except BaseException as exc:  # noqa: BLE001 - raised again by the calling thread
                 send_errors.append(exc)
 
