@@ -17,7 +17,14 @@ from app.db import transaction
 from app.settings import get_settings
 from outbox.poller import outbox_table
 from tests.faults.conftest import process_env
-from tests.faults.servers import OutputLog, python_module, run_command
+from tests.faults.servers import (
+    ManagedProcess,
+    OutputLog,
+    celery_command,
+    python_module,
+    run_command,
+    wait_until,
+)
 
 #: Queue that a stream's events go to when OUTBOX_DESTINATIONS is empty.
 WALLET_QUEUE = "outbox.wallet.events"
@@ -76,3 +83,34 @@ def health_check(output_log: OutputLog, *loops: str, **env: str) -> tuple[int, d
     result = health_command(output_log, *args, **env)
     document = json.loads(result.stdout) if result.stdout.strip() else {}
     return result.returncode, document
+
+
+#: Seconds a fault test waits for a worker it started to report ready.
+WORKER_READY_TIMEOUT_SECONDS = 45
+
+
+def start_worker(
+    output_log: OutputLog, hostname: str, queues: str = "outbox", **env: str
+) -> ManagedProcess:
+    """Start ``celery worker`` (solo pool) on the fault app and wait until it consumes."""
+    worker = ManagedProcess(
+        celery_command(
+            "-A",
+            "tests.faults.fault_worker",
+            "worker",
+            "--pool",
+            "solo",
+            "--queues",
+            queues,
+            "--hostname",
+            hostname,
+            "--without-gossip",
+            "--without-mingle",
+        ),
+        process_env(RESULT_BACKEND="disabled", **env),
+        output_log.new_file(f"worker-{hostname}"),
+    )
+    wait_until(
+        lambda: " ready." in worker.output(), WORKER_READY_TIMEOUT_SECONDS, f"{hostname} ready"
+    )
+    return worker

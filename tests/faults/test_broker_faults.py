@@ -12,20 +12,18 @@ import pytest
 from outbox.errors import OutboxPublishFailure
 from outbox.publisher import OutboxMessage, PublishResult, RedisPublisher
 from tests.conftest import point_settings_at
-from tests.faults.conftest import process_env
 from tests.faults.faults_testing import (
     duplicates,
     health_check,
     make_app,
     outbox_rows,
     queued_event_ids,
+    start_worker,
     unpublished_count,
 )
 from tests.faults.servers import (
-    ManagedProcess,
     OutputLog,
     PrivateRedis,
-    celery_command,
     managed,
     wait_until,
 )
@@ -161,31 +159,6 @@ def test_idle_worker_consumes_after_connection_reset(
     assert "Connection to broker lost" in output
     assert output.count("Connected to redis://") == 2
     assert "Traceback" not in output
-
-
-def start_worker(
-    output_log: OutputLog, hostname: str, queues: str = "outbox", **env: str
-) -> ManagedProcess:
-    """Start ``celery worker`` (solo pool) on the fault app and wait until it consumes."""
-    worker = ManagedProcess(
-        celery_command(
-            "-A",
-            "tests.faults.fault_worker",
-            "worker",
-            "--pool",
-            "solo",
-            "--queues",
-            queues,
-            "--hostname",
-            hostname,
-            "--without-gossip",
-            "--without-mingle",
-        ),
-        process_env(RESULT_BACKEND="disabled", **env),
-        output_log.new_file(f"worker-{hostname}"),
-    )
-    wait_until(lambda: " ready." in worker.output(), SETTLE_TIMEOUT_SECONDS, f"{hostname} ready")
-    return worker
 
 
 def test_worker_sigkill_mid_batch_loses_nothing(

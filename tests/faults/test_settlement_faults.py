@@ -22,9 +22,8 @@ from settlement.periods import resolve_period
 from settlement.records import ABANDONED_RUN_ERROR
 from tests.conftest import point_settings_at
 from tests.faults.conftest import process_env
-from tests.faults.faults_testing import make_app
+from tests.faults.faults_testing import make_app, start_worker
 from tests.faults.servers import (
-    ManagedProcess,
     OutputLog,
     PrivateRedis,
     TcpProxy,
@@ -150,28 +149,6 @@ def test_database_lost_mid_run_rerun_credits_once(
     assert statuses[2] == ("succeeded", None)
 
 
-def start_settlement_worker(output_log: OutputLog, hostname: str, broker_url: str) -> Any:
-    worker = ManagedProcess(
-        celery_command(
-            "-A",
-            "tests.faults.fault_worker",
-            "worker",
-            "--pool",
-            "solo",
-            "--queues",
-            "settlement",
-            "--hostname",
-            hostname,
-            "--without-gossip",
-            "--without-mingle",
-        ),
-        process_env(BROKER_URL=broker_url, RESULT_BACKEND="disabled"),
-        output_log.new_file(f"worker-{hostname}"),
-    )
-    wait_until(lambda: " ready." in worker.output(), SETTLE_TIMEOUT_SECONDS, f"{hostname} ready")
-    return worker
-
-
 def finished_runs(count: int) -> list[SettlementRun] | None:
     runs = all_runs()
     done = [run for run in runs if run.status not in ("running", "pending")]
@@ -188,7 +165,9 @@ def test_beat_and_call_same_period_credit_once(
     players = seed_players(settled_at=period.start + timedelta(hours=1))
     app = make_app()
     workers = [
-        start_settlement_worker(output_log, f"settle-{index}@faults", private_redis.url())
+        start_worker(
+            output_log, f"settle-{index}@faults", "settlement", BROKER_URL=private_redis.url()
+        )
         for index in range(2)
     ]
 
@@ -237,7 +216,9 @@ def test_task_delivered_twice_changes_nothing(
     app = make_app()
     task_id = str(uuid.uuid4())
 
-    with managed(start_settlement_worker(output_log, "twice@faults", private_redis.url())):
+    with managed(
+        start_worker(output_log, "twice@faults", "settlement", BROKER_URL=private_redis.url())
+    ):
         app.send_task(TASK, kwargs={"period": DAY}, queue="settlement", task_id=task_id)
         wait_until(lambda: finished_runs(1), SETTLE_TIMEOUT_SECONDS, "the first delivery")
         after_first = money_totals()
