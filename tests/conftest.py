@@ -15,13 +15,15 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
 from app import db as app_db
 from app import migrate
+from app.db import transaction
 from app.schema import metadata
 from app.settings import get_settings
+from health.models import LoopHealth
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/postgres"
@@ -184,3 +186,9 @@ def closed_port() -> int:
 @pytest.fixture
 def project_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+def loop_record(loop: str) -> LoopHealth | None:
+    """Return the freshness record of ``loop``, or None when it has none yet."""
+    with transaction() as session:
+        return session.scalar(select(LoopHealth).where(LoopHealth.loop_name == loop))

@@ -7,16 +7,13 @@ from datetime import datetime
 
 import pytest
 from celery import Celery
-from sqlalchemy import select
 
 from app.celery_app import create_celery_app
-from app.db import transaction
 from app.loop_task import OutcomeMissing
 from app.outcome import IterationFailure
 from app.settings import get_settings
-from health.models import LoopHealth
 from tests import loop_tasks
-from tests.conftest import point_settings_at
+from tests.conftest import loop_record, point_settings_at
 
 
 @pytest.fixture
@@ -24,11 +21,6 @@ def celery_app_for_tests(database_url: str) -> Iterator[Celery]:
     app = create_celery_app(get_settings())
     app.set_current()
     yield app
-
-
-def loop_record(loop: str) -> LoopHealth | None:
-    with transaction() as session:
-        return session.scalar(select(LoopHealth).where(LoopHealth.loop_name == loop))
 
 
 def run(app: Celery, name: str, **kwargs: int) -> object:

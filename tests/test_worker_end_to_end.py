@@ -9,19 +9,16 @@ from typing import Any
 
 import pytest
 from celery import Celery
-from sqlalchemy import select
 
 from app.celery_app import build_celery_config
-from app.db import transaction
 from app.outcome import IterationFailure
 from app.settings import get_settings
-from health.models import LoopHealth
 
 # Imported at module level, outside any test: celery.contrib.testing restores
 # the set of shared-task registrations after each test, so tasks first imported
 # inside a test would be missing from the next test's app.
 from tests import loop_tasks  # noqa: F401
-from tests.conftest import point_settings_at
+from tests.conftest import loop_record, point_settings_at
 
 #: Seconds a test waits for the worker to return a task result.
 RESULT_TIMEOUT_SECONDS = 30
@@ -49,11 +46,6 @@ def celery_config(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[di
 @pytest.fixture(scope="session")
 def celery_includes() -> list[str]:
     return ["tests.loop_tasks"]
-
-
-def loop_record(loop: str) -> LoopHealth | None:
-    with transaction() as session:
-        return session.scalar(select(LoopHealth).where(LoopHealth.loop_name == loop))
 
 
 def test_worker_runs_tracked_task(celery_app: Celery, celery_worker: Any) -> None:

@@ -17,11 +17,11 @@ from app.db import transaction
 from outbox.enqueue import enqueue
 from outbox.errors import InvalidOutboxEvent, OutboxPublishFailure
 from outbox.poller import outbox_table
-from tests.conftest import point_settings_at
+from tests.conftest import loop_record, point_settings_at
 from tests.faults.conftest import REDIS_PASSWORD
 from tests.faults.faults_testing import make_app, outbox_rows, queued_event_ids
 from tests.faults.servers import OutputLog, PrivateRedis
-from tests.outbox.outbox_testing import ROUTED_EVENT_TYPE, add_events, loop_record
+from tests.outbox.outbox_testing import ROUTED_EVENT_TYPE, add_events
 
 pytestmark = [pytest.mark.faults, pytest.mark.postgres]
 

@@ -11,7 +11,7 @@ import pytest
 
 from outbox.errors import OutboxPublishFailure
 from outbox.publisher import OutboxMessage, PublishResult, RedisPublisher
-from tests.conftest import point_settings_at
+from tests.conftest import loop_record, point_settings_at
 from tests.faults.faults_testing import (
     duplicates,
     health_check,
@@ -27,7 +27,7 @@ from tests.faults.servers import (
     managed,
     wait_until,
 )
-from tests.outbox.outbox_testing import ROUTED_EVENT_TYPE, add_events, loop_record
+from tests.outbox.outbox_testing import ROUTED_EVENT_TYPE, add_events
 
 pytestmark = [pytest.mark.faults, pytest.mark.postgres]
 

@@ -12,7 +12,6 @@ from sqlalchemy import select
 from app.celery_app import create_celery_app
 from app.db import transaction
 from app.settings import get_settings
-from health.models import LoopHealth
 from outbox.enqueue import OutboxEvent, enqueue_many
 from outbox.poller import outbox_table
 from tests.conftest import point_settings_at
@@ -45,11 +44,6 @@ def rows_by_event_id(stream: str) -> dict[uuid.UUID, Any]:
     table = outbox_table(stream)
     with transaction() as session:
         return {row.event_id: row for row in session.execute(select(table).order_by(table.c.id))}
-
-
-def loop_record(loop: str) -> LoopHealth | None:
-    with transaction() as session:
-        return session.scalar(select(LoopHealth).where(LoopHealth.loop_name == loop))
 
 
 def make_celery_app() -> Celery:

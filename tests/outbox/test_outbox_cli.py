@@ -14,12 +14,11 @@ from app.db import transaction
 from outbox import cli
 from outbox.models import OutboxOperatorAction
 from outbox.poller import outbox_table
-from tests.conftest import point_settings_at
+from tests.conftest import loop_record, point_settings_at
 from tests.outbox.outbox_testing import (
     ROUTED_EVENT_TYPE,
     UNROUTED_EVENT_TYPE,
     add_events,
-    loop_record,
     read_queue,
     route_only,
     rows_by_event_id,

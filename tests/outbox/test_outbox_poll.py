@@ -16,13 +16,12 @@ from app.db import get_engine, transaction
 from app.embedded_broker import transport_options as embedded_transport_options
 from outbox.errors import OutboxPublishFailure
 from outbox.poller import backoff_seconds, drain_stream, outbox_table, stream_lock
-from tests.conftest import point_settings_at
+from tests.conftest import loop_record, point_settings_at
 from tests.outbox.outbox_testing import (
     ROUTED_EVENT_TYPE,
     UNROUTED_EVENT_TYPE,
     add_events,
     delete_amqp_entities,
-    loop_record,
     make_celery_app,
     read_queue,
     route_only,

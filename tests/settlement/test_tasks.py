@@ -7,15 +7,14 @@ from collections.abc import Iterator
 
 import pytest
 from celery import Celery
-from sqlalchemy import select
 
 import tasks.settlement as settlement_tasks
 from app.celery_app import create_celery_app
 from app.db import transaction
 from app.settings import get_settings
-from health.models import LoopHealth
 from settlement import cli
 from settlement.errors import SettlementNonDelivery, SettlementPartialDelivery
+from tests.conftest import loop_record
 from tests.settlement.seed import (
     DAY,
     add_bet,
@@ -32,11 +31,6 @@ def celery_app(pg_world: str) -> Iterator[Celery]:
     app = create_celery_app(get_settings())
     app.set_current()
     yield app
-
-
-def loop_record(loop: str) -> LoopHealth | None:
-    with transaction() as session:
-        return session.scalar(select(LoopHealth).where(LoopHealth.loop_name == loop))
 
 
 def seed(with_wallet: int, without_wallet: int) -> None:
