@@ -565,8 +565,8 @@ def _drain_with(
     current one is published, so the database works while this process
     builds and sends messages. The next batch skips the current one's locked
     rows. It is published only after the current batch committed with every
-    row accepted. Otherwise it is rolled back: it may hold later rows of an
-    aggregate whose row was not sent, and a fresh claim sees that row again.
+    row accepted. Otherwise it is rolled back, because it may hold later rows
+    of an aggregate whose row was not sent, and a fresh claim selects that row again.
     """
     budget_ends_at = time.monotonic() + settings.outbox_drain_budget_seconds
     table = outbox_table(route.stream)
@@ -599,7 +599,7 @@ def _drain_with(
                 all_accepted = _publish_and_commit(batch, table, publisher, settings, outcome)
 
                 # A failed row waits for its backoff, so retrying within this run would
-                # spin; the next scheduled run takes the rest of the stream.
+                # spin. The next scheduled run takes the rest of the stream.
                 if not outcome.ok or publisher.broken:
                     return
                 if time.monotonic() >= budget_ends_at:

@@ -27,7 +27,6 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from datetime import datetime
-from json.encoder import encode_basestring_ascii
 from types import TracebackType
 from typing import Any, NamedTuple
 
@@ -36,6 +35,7 @@ from kombu import Connection, Exchange, Producer, Queue, binding
 from kombu.exceptions import KombuError
 
 from app import embedded_broker
+from app.json_text import json_string
 from app.redaction import describe_error
 from app.settings import Settings
 from outbox.streams import EXCHANGE_TYPE, StreamRoute
@@ -55,7 +55,7 @@ class PublishStatus(enum.Enum):
     NOT_SENT = "not_sent"
 
 
-#: Headers the outbox adds to every message; they win over a row header of the same name.
+#: Headers the outbox adds to every message. They win over a row header of the same name.
 OUTBOX_HEADER_NAMES = ("event_id", "event_type", "aggregate_type", "aggregate_id", "created_at")
 #: Starts of quoted names that cover every outbox header name, for a quick clash test.
 _OUTBOX_HEADER_NAME_STARTS = ('"event_', '"aggregate_', '"created_at"')
@@ -133,11 +133,6 @@ class OutboxMessage(NamedTuple):
         if not row_members:
             return "{" + outbox_headers + "}"
         return "{" + row_members + ", " + outbox_headers + "}"
-
-
-def json_string(value: str) -> str:
-    """Return ``value`` as a JSON string literal, exactly as ``json.dumps`` writes it."""
-    return encode_basestring_ascii(value)
 
 
 class PublishResult(NamedTuple):

@@ -9,7 +9,7 @@ alone in its batch. Those items become failed items that keep the error, and the
 credited.
 
 Several batches may be credited at once (:func:`credit_concurrently`). They
-never share a wallet, because a run has one item per player, and each batch
+never share a wallet, because a run has one item per player. Each batch
 locks its wallets in id order, so batches of different runs do not deadlock
 either.
 """
@@ -116,7 +116,7 @@ class BatchCrediter:
         self.attempts: dict[int, int] = {}
         self.failures_logged = 0
         self.transient_retries = 0
-        # Batches may be credited on several threads; they share the counters above.
+        # Batches may be credited on several threads, which share the counters above.
         self._counters_lock = threading.Lock()
 
     def credit(self, credits: Sequence[Credit]) -> None:

@@ -19,7 +19,7 @@ from outbox.streams import stream_route
 from tests.conftest import point_settings_at
 from tests.outbox.outbox_testing import ROUTED_EVENT_TYPE, add_events, rows_by_event_id
 
-#: How long the first batch waits for the next one to be claimed.
+#: Seconds the first batch waits for the next one to be claimed.
 CLAIM_AHEAD_WAIT_SECONDS = 10.0
 
 
@@ -49,8 +49,8 @@ class DeferringPublisher:
     """Accepts every message, except that the first offer of each deferred event is not sent.
 
     A real publisher returns NOT_SENT for messages it did not start before the
-    batch's deadline; this one does it for chosen events. Before answering its
-    first batch it waits until the next batch has been claimed.
+    batch's deadline, and this one does it for chosen events. Before it returns
+    the results of its first batch, it waits until the next batch has been claimed.
     """
 
     reads_stored_json = True

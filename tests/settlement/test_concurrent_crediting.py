@@ -13,19 +13,19 @@ from settlement.crediting import BatchCrediter, credit_concurrently
 
 
 class RecordingCrediter:
-    """Records each batch it is given and the most batches it held at once."""
+    """Records each batch it is given and the maximum number of batches in flight at once."""
 
     def __init__(self, fail_on: int | None = None) -> None:
         self.fail_on = fail_on
         self.credited: list[int] = []
         self.active = 0
-        self.most_active = 0
+        self.max_active = 0
         self.lock = threading.Lock()
 
     def credit(self, credits: Sequence[Any]) -> None:
         with self.lock:
             self.active += 1
-            self.most_active = max(self.most_active, self.active)
+            self.max_active = max(self.max_active, self.active)
         try:
             time.sleep(0.01)
             if credits[0] == self.fail_on:
@@ -51,10 +51,10 @@ def test_every_batch_is_credited_once(workers: int) -> None:
     credit_concurrently(cast(BatchCrediter, crediter), batches(20, read), workers)
 
     assert sorted(crediter.credited) == list(range(20))
-    assert crediter.most_active == workers
+    assert crediter.max_active == workers
 
 
-def test_error_stops_new_batches_and_is_raised() -> None:
+def test_error_stops_new_batches() -> None:
     crediter = RecordingCrediter(fail_on=5)
     read: list[int] = []
 
